@@ -1,0 +1,74 @@
+"""Connecting to PostgreSQL: the embedded server from pgserver, or DATABASE_URL."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+from databases import Database
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "petitions"
+
+
+def start_embedded_server(data_dir: Path):
+    """Start (or join) the private PostgreSQL server kept in DATA_DIR/postgres.
+
+    Processes on the same DATA_DIR share one server: pgserver records each user
+    and stops the server when the last one exits. Keep the returned handle alive
+    for as long as the database is used.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pgserver
+
+        return pgserver.get_server(data_dir / "postgres", cleanup_mode="stop")
+
+
+def with_database_name(url: str, name: str) -> str:
+    """The same server URL pointed at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg wants plain postgresql://; accept the SQLAlchemy-style spellings too."""
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgres", "postgresql+asyncpg", "postgresql+psycopg"):
+        scheme = "postgresql"
+    parts = urlsplit(f"{scheme}://{rest}")
+    # `databases` options are not libpq parameters; drop them for asyncpg.
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("min_size", "max_size")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def ensure_database(server_url: str, name: str) -> None:
+    """Create database `name` on the server unless it exists (safe when raced)."""
+    conn = await asyncpg.connect(asyncpg_dsn(with_database_name(server_url, "postgres")))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass
+    finally:
+        await conn.close()
+
+
+def open_database(url: str, max_size: int = 20) -> Database:
+    return Database(asyncpg_dsn(url), min_size=1, max_size=max_size)
+
+
+@asynccontextmanager
+async def raw_connection(db: Database) -> AsyncIterator[asyncpg.Connection]:
+    """The asyncpg connection behind `databases`, for hot paths and COPY."""
+    async with db.connection() as conn:
+        yield conn.raw_connection
