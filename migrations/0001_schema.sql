@@ -140,6 +140,7 @@ CREATE TABLE signature_tallies (
     country     text NOT NULL DEFAULT '',
     slot        smallint NOT NULL CHECK (slot BETWEEN 0 AND 7),
     n           bigint NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (petition_id, kind, country, slot)
 );
 
@@ -149,7 +150,8 @@ CREATE FUNCTION apply_tally_deltas(deltas jsonb) RETURNS void LANGUAGE sql AS $$
            (d->>'n')::bigint
       FROM jsonb_array_elements(deltas) AS d
      ORDER BY 1, 2, 3, 4
-    ON CONFLICT (petition_id, kind, country, slot) DO UPDATE SET n = t.n + excluded.n;
+    ON CONFLICT (petition_id, kind, country, slot)
+        DO UPDATE SET n = t.n + excluded.n, updated_at = now();
 $$;
 
 CREATE FUNCTION signatures_tally_insert() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from databases import Database
+
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +75,17 @@ async def raw_connection(db: Database) -> AsyncIterator[asyncpg.Connection]:
     """The asyncpg connection behind `databases`, for hot paths and COPY."""
     async with db.connection() as conn:
         yield conn.raw_connection
+
+
+@contextmanager
+def database_url_for(settings: Settings) -> Iterator[str]:
+    """The database to use: DATABASE_URL, or the embedded server (started or joined).
+
+    The embedded server keeps running while any process that joined it is alive.
+    """
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    server = start_embedded_server(settings.data_dir)
+    asyncio.run(ensure_database(server.get_uri(), EMBEDDED_DATABASE))
+    yield with_database_name(server.get_uri(), EMBEDDED_DATABASE)

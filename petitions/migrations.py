@@ -74,7 +74,9 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) 
         )
         """
     )
-    applied = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT * FROM schema_migrations")}
+    applied = {
+        r["name"]: r["checksum"] for r in await conn.fetch("SELECT * FROM schema_migrations")
+    }
     for migration in migrations:
         recorded = applied.get(migration.name)
         if recorded is not None and recorded != migration.checksum:

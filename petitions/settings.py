@@ -72,7 +72,9 @@ def load_settings(
 
     smtp_tls = (get("SMTP_TLS") or "none").lower()
     if smtp_tls not in SMTP_TLS_MODES:
-        raise SettingsError(f"SMTP_TLS must be one of {', '.join(SMTP_TLS_MODES)}, not {smtp_tls!r}.")
+        raise SettingsError(
+            f"SMTP_TLS must be one of {', '.join(SMTP_TLS_MODES)}, not {smtp_tls!r}."
+        )
     default_port = {"none": 25, "starttls": 587, "tls": 465}[smtp_tls]
 
     log_level = (get("LOG_LEVEL") or "INFO").upper()
@@ -94,8 +96,12 @@ def load_settings(
         smtp_password=get("SMTP_PASSWORD"),
         smtp_tls=smtp_tls,
         mail_from=get("MAIL_FROM") or "Petitions <petitions@localhost>",
-        trusted_proxies=tuple(p.strip() for p in (get("TRUSTED_PROXIES") or "").split(",") if p.strip()),
-        sign_limit_per_hour=_integer(get("SIGN_LIMIT_PER_HOUR"), "SIGN_LIMIT_PER_HOUR", 50, 0, 10**6),
+        trusted_proxies=tuple(
+            p.strip() for p in (get("TRUSTED_PROXIES") or "").split(",") if p.strip()
+        ),
+        sign_limit_per_hour=_integer(
+            get("SIGN_LIMIT_PER_HOUR"), "SIGN_LIMIT_PER_HOUR", 50, 0, 10**6
+        ),
         log_level=log_level,
     )
 
@@ -128,5 +134,7 @@ def _stored_secret(data_dir: Path) -> str:
             draft.unlink()
     key = path.read_text().strip()
     if len(key) < 32:
-        raise SettingsError(f"The stored secret key in {path} is damaged; remove it to make a new one.")
+        raise SettingsError(
+            f"The stored secret key in {path} is damaged; remove it to make a new one."
+        )
     return key

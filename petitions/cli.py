@@ -1,0 +1,176 @@
+"""The `petitions` command: serve, migrate, demo, create-admin."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+
+import asyncpg
+
+from .db import asyncpg_dsn, database_url_for
+from .migrations import MigrationError, migrate
+from .settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("petitions")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"petitions: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.log_level != "DEBUG":
+        logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every start
+    try:
+        return args.command(args, settings)
+    except (MigrationError, SettingsError) as error:
+        print(f"petitions: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="petitions",
+        description="Petitions and solidarity statements with email-confirmed signatures.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="apply migrations, then serve the web app")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="app processes (default 1)")
+    serve.add_argument("--no-worker", action="store_true", help="do not deliver email in-process")
+    serve.set_defaults(command=cmd_serve)
+
+    commands.add_parser("migrate", help="apply pending migrations").set_defaults(
+        command=cmd_migrate
+    )
+
+    demo = commands.add_parser("demo", help="load the demo petition with signatures")
+    demo.add_argument(
+        "--signatures",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also add N generated verified signatures",
+    )
+    demo.set_defaults(command=cmd_demo)
+
+    admin = commands.add_parser("create-admin", help="create an admin user (or reset a password)")
+    admin.add_argument("email")
+    admin.add_argument("--role", choices=("owner", "editor"), default="owner")
+    admin.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    admin.set_defaults(command=cmd_create_admin)
+    return parser
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    with database_url_for(settings) as url:
+        applied = asyncio.run(migrate(url))
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    if not 1 <= args.port <= 65535 or not 1 <= args.workers <= 64:
+        print("petitions: --port must be 1-65535 and --workers 1-64", file=sys.stderr)
+        return 2
+    with database_url_for(settings) as url:
+        asyncio.run(migrate(url))
+        log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
+                 "DATABASE_URL" if settings.database_url else settings.data_dir)  # fmt: skip
+        options = dict(host=args.host, port=args.port, log_level=settings.log_level.lower(),
+                       proxy_headers=bool(settings.trusted_proxies),
+                       forwarded_allow_ips=",".join(settings.trusted_proxies) or None)  # fmt: skip
+        if args.workers == 1:
+            from .app import create_app
+
+            uvicorn.run(create_app(settings.with_database(url)), **options)
+        else:
+            # Worker processes re-read the settings from the environment: hand them
+            # the resolved database and key.
+            os.environ["DATABASE_URL"] = url
+            os.environ["SECRET_KEY"] = settings.secret_key
+            uvicorn.run(
+                "petitions.app:create_app_from_environment",
+                factory=True,
+                workers=args.workers,
+                **options,
+            )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import add_generated_signatures, load_demo
+
+    if args.signatures < 0 or args.signatures > 50_000_000:
+        print("petitions: --signatures must be between 0 and 50,000,000", file=sys.stderr)
+        return 2
+    with database_url_for(settings) as url:
+        asyncio.run(migrate(url))
+        slug, created = asyncio.run(load_demo(url, settings.secret_key))
+        print(f"demo petition {'loaded' if created else 'already present'}: /p/{slug}")
+        if args.signatures:
+            progress = _progress_printer(args.signatures)
+            added = asyncio.run(
+                add_generated_signatures(url, settings.secret_key, slug, args.signatures, progress)
+            )
+            print(f"\nadded {added:,} generated signatures to /p/{slug}")
+    return 0
+
+
+def _progress_printer(total: int):
+    def show(done: int) -> None:
+        if sys.stdout.isatty():
+            print(f"\r  {done:,} / {total:,} ({done * 100 // total}%)", end="", flush=True)
+
+    return show
+
+
+def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
+    from .admins import AdminError, create_or_reset_admin
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat the password: ") != password:
+            print("petitions: the passwords differ", file=sys.stderr)
+            return 2
+
+    async def run(url: str) -> bool:
+        await migrate(url)
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            return await create_or_reset_admin(conn, args.email, password, args.role)
+        finally:
+            await conn.close()
+
+    with database_url_for(settings) as url:
+        try:
+            created = asyncio.run(run(url))
+        except AdminError as error:
+            print(f"petitions: {error}", file=sys.stderr)
+            return 2
+    print(f"{'created' if created else 'updated'} {args.role} {args.email.strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The public signatory list: verified signatures, newest first, as each signer chose to appear.
+
+Only this module decides what of a signature the public may see. Emails never
+leave it; `initials` signers appear as initials, country and role; `anonymous`
+signers are counted but never listed (nor found by a search).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from databases import Database
+
+from .countries import COUNTRY_CODES
+from .db import raw_connection
+
+KINDS = ("individual", "organisation")
+MAX_QUERY_LENGTH = 100
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BadListRequest(ValueError):
+    """A filter or cursor is malformed; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ends: the last entry's verification time and public id."""
+
+    verified_at: datetime
+    public_id: uuid.UUID
+
+    def encode(self) -> str:
+        micros = int(self.verified_at.timestamp() * 1_000_000)
+        raw = f"{micros}.{self.public_id.hex}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            if len(text) > 100:
+                raise ValueError
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+            micros, hex_id = raw.split(".")
+            when = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
+            return cls(when, uuid.UUID(hex=hex_id))
+        except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+            raise BadListRequest("The page cursor `after` is not valid.") from None
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    kind: str | None = None
+    country: str | None = None
+    q: str | None = None
+
+    @classmethod
+    def parse(cls, kind: str | None, country: str | None, q: str | None) -> ListFilter:
+        kind = (kind or "").strip() or None
+        if kind is not None and kind not in KINDS:
+            raise BadListRequest("`kind` must be individual or organisation.")
+        country = (country or "").strip().upper() or None
+        if country is not None and country not in COUNTRY_CODES:
+            raise BadListRequest("`country` must be an ISO 3166-1 alpha-2 code such as GB or IR.")
+        q = (q or "").strip() or None
+        if q is not None:
+            if len(q) > MAX_QUERY_LENGTH:
+                raise BadListRequest(
+                    f"The search text is longer than {MAX_QUERY_LENGTH} characters."
+                )
+            if _CONTROL.search(q):
+                raise BadListRequest("The search text contains control characters.")
+        return cls(kind, country, q)
+
+    def as_query(self) -> dict[str, str]:
+        return {
+            k: v for k, v in (("kind", self.kind), ("country", self.country), ("q", self.q)) if v
+        }
+
+
+def _like_pattern(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# A search only matches what the signer agreed to show: names, organisations and
+# cities of public signers, roles of public and initials signers.
+_LIST_SQL = """
+SELECT public_id, kind, display, name, city, occupation, organisation, organisation_type,
+       members, website, comment, country, verified_at
+  FROM signatures
+ WHERE petition_id = $1 AND status = 'verified' AND display <> 'anonymous'
+   AND ($2::text IS NULL OR kind = $2)
+   AND ($3::text IS NULL OR country = $3)
+   AND ($4::text IS NULL
+        OR (display = 'public' AND (name ILIKE $4 OR organisation ILIKE $4 OR city ILIKE $4))
+        OR occupation ILIKE $4)
+   AND ($5::timestamptz IS NULL OR (verified_at, public_id) < ($5, $6::uuid))
+ ORDER BY verified_at DESC, public_id DESC
+ LIMIT $7
+"""
+
+
+async def list_signatories(
+    db: Database,
+    petition_id: int,
+    filters: ListFilter = ListFilter(),
+    after: Cursor | None = None,
+    limit: int = 50,
+) -> tuple[list[dict], Cursor | None]:
+    """One page of public entries and the cursor of the next page (None on the last)."""
+    async with raw_connection(db) as conn:
+        rows = await conn.fetch(
+            _LIST_SQL,
+            petition_id,
+            filters.kind,
+            filters.country,
+            _like_pattern(filters.q) if filters.q else None,
+            after.verified_at if after else None,
+            after.public_id if after else None,
+            limit + 1,
+        )
+    entries = [public_entry(r) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = Cursor(last["verified_at"], last["public_id"])
+    return entries, next_cursor
+
+
+def initials(text: str | None) -> str:
+    words = [w for w in re.split(r"[\s\-'’.]+", text or "") if w]
+    return "".join(w[0].upper() + "." for w in words[:4])
+
+
+def public_entry(row) -> dict:
+    """What the public may see of one verified signature, by its display choice."""
+    entry: dict = {
+        "id": str(row["public_id"]),
+        "kind": row["kind"],
+        "country": row["country"],
+        "signed_at": row["verified_at"].isoformat(),
+    }
+    if row["display"] == "public":
+        entry["name"] = row["name"]
+        entry["city"] = row["city"]
+        entry["occupation"] = row["occupation"]
+        entry["comment"] = row["comment"]
+        if row["kind"] == "organisation":
+            entry["organisation"] = row["organisation"]
+            entry["organisation_type"] = row["organisation_type"]
+            entry["members"] = row["members"]
+            entry["website"] = row["website"]
+    else:  # initials
+        entry["initials"] = initials(
+            row["organisation"] if row["kind"] == "organisation" else row["name"]
+        )
+        entry["occupation"] = row["occupation"]
+        if row["kind"] == "organisation":
+            entry["organisation_type"] = row["organisation_type"]
+    return entry

@@ -1,0 +1,58 @@
+"""The Jinja2 environment: templates/ plus the filters pages share."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_decimal
+from starlette.templating import Jinja2Templates
+
+from .countries import country_name, country_names, flag
+from .markdown import render_markdown
+from .paths import TEMPLATES_DIR
+from .signatories import initials
+
+ORGANISATION_TYPES = {
+    "trade_union": "Trade union",
+    "federation": "Federation or union centre",
+    "association": "Association",
+    "ngo": "NGO",
+    "political": "Political organisation",
+    "other": "Other organisation",
+}
+
+RTL_LANGUAGES = {"ar", "fa", "he", "ur", "ps", "ku", "ckb", "yi", "dv", "sd", "ug"}
+
+
+def _number(value: int | None, locale: str = "en") -> str:
+    return format_decimal(value or 0, locale=locale.replace("-", "_"))
+
+
+def _date(value: datetime | None, locale: str = "en") -> str:
+    return format_date(value, "medium", locale=locale.replace("-", "_")) if value else ""
+
+
+def _datetime(value: datetime | None, locale: str = "en") -> str:
+    return format_datetime(value, "medium", locale=locale.replace("-", "_")) if value else ""
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    env = templates.env
+    env.filters.update(
+        markdown=render_markdown,
+        country_name=country_name,
+        flag=flag,
+        number=_number,
+        date=_date,
+        datetime=_datetime,
+        initials=initials,
+        organisation_type=lambda t: ORGANISATION_TYPES.get(t or "", ""),
+    )
+    env.globals.update(
+        country_names=country_names,
+        organisation_types=ORGANISATION_TYPES,
+        text_direction=lambda lang: "rtl" if (lang or "").split("-")[0] in RTL_LANGUAGES else "ltr",
+    )
+    return templates

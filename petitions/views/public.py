@@ -1,0 +1,139 @@
+"""Public pages: the list of petitions, a petition, its signatories, counts, health."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..petitions import Petition, get_counts, get_counts_for, get_petition, list_public_petitions
+from ..signatories import BadListRequest, Cursor, ListFilter, list_signatories
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+
+
+def render(request: Request, template: str, context: dict, status_code: int = 200) -> Response:
+    return request.app.state.templates.TemplateResponse(
+        request, template, context, status_code=status_code
+    )
+
+
+async def load_petition(request: Request) -> Petition:
+    """The petition named in the path, or a 404 (drafts are not public)."""
+    slug = request.path_params["slug"]
+    language = request.query_params.get("lang")
+    petition = await get_petition(request.app.state.db, slug, language)
+    if petition is None or not petition.is_public:
+        raise HTTPException(404, "There is no petition at this address.")
+    return petition
+
+
+async def home(request: Request) -> Response:
+    db = request.app.state.db
+    petitions = await list_public_petitions(db, request.query_params.get("lang"))
+    counts = await get_counts_for(db, [p.id for p in petitions])
+    return render(request, "index.html", {"petitions": petitions, "counts": counts})
+
+
+async def petition_page(request: Request) -> Response:
+    petition = await load_petition(request)
+    db = request.app.state.db
+    counts = await get_counts(db, petition.id)
+    latest, _ = await list_signatories(db, petition.id, limit=10)
+    return render(
+        request,
+        "petition.html",
+        {"petition": petition, "counts": counts, "latest": latest, "form": {}, "errors": {}},
+    )
+
+
+def _list_request(request: Request) -> tuple[ListFilter, Cursor | None, int]:
+    params = request.query_params
+    try:
+        filters = ListFilter.parse(params.get("kind"), params.get("country"), params.get("q"))
+        after = Cursor.decode(params["after"]) if params.get("after") else None
+        limit_text = params.get("limit", str(PAGE_SIZE))
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE_SIZE:
+            raise BadListRequest(f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}.")
+    except BadListRequest as error:
+        raise HTTPException(400, str(error)) from None
+    return filters, after, int(limit_text)
+
+
+async def signatures_page(request: Request) -> Response:
+    petition = await load_petition(request)
+    filters, after, limit = _list_request(request)
+    db = request.app.state.db
+    entries, next_cursor = await list_signatories(db, petition.id, filters, after, limit)
+    counts = await get_counts(db, petition.id)
+    next_url = (
+        str(request.url.include_query_params(after=next_cursor.encode())) if next_cursor else None
+    )
+    return render(
+        request,
+        "signatures.html",
+        {
+            "petition": petition,
+            "counts": counts,
+            "entries": entries,
+            "filters": filters,
+            "next_url": next_url,
+            "first_page_url": str(request.url.remove_query_params("after")) if after else None,
+        },
+    )
+
+
+async def signatures_json(request: Request) -> Response:
+    petition = await load_petition(request)
+    filters, after, limit = _list_request(request)
+    entries, next_cursor = await list_signatories(
+        request.app.state.db, petition.id, filters, after, limit
+    )
+    next_url = (
+        str(request.url.include_query_params(after=next_cursor.encode())) if next_cursor else None
+    )
+    return JSONResponse(
+        {"signatures": entries, "next": next_url},
+        headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=5"},
+    )
+
+
+async def count_json(request: Request) -> Response:
+    petition = await load_petition(request)
+    counts = await get_counts(request.app.state.db, petition.id)
+    payload = {
+        "slug": petition.slug,
+        "count": counts.total,
+        "individuals": counts.individuals,
+        "organisations": counts.organisations,
+        "goal": petition.goal,
+        "updated_at": counts.updated_at.isoformat() if counts.updated_at else None,
+    }
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    headers = {
+        "ETag": etag,
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Expose-Headers": "ETag",
+        "Cache-Control": "public, max-age=10, stale-while-revalidate=30",
+    }
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        await request.app.state.db.fetch_val("SELECT 1")
+    except Exception as error:  # any failure to reach the database is "unhealthy"
+        return JSONResponse({"status": "unavailable", "database": type(error).__name__}, 503)
+    return JSONResponse({"status": "ok", "database": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def sign(request: Request) -> Response:
+    await load_petition(request)
+    raise HTTPException(501, "Signing opens soon: this server does not accept signatures yet.")

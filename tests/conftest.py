@@ -1,0 +1,156 @@
+"""Test fixtures on a real PostgreSQL.
+
+The server is the embedded one (pgserver) unless TEST_DATABASE_URL names another.
+One template database is migrated per session; each test gets its own copy
+(CREATE DATABASE ... TEMPLATE), so tests are isolated and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from petitions.app import create_app
+from petitions.db import asyncpg_dsn, start_embedded_server, with_database_name
+from petitions.keys import email_hash, normalise_email
+from petitions.migrations import migrate
+from petitions.petitions import StatementText, create_petition
+from petitions.settings import load_settings
+
+SECRET = "test-secret-key-" + "x" * 32
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="petitions-test-"))
+    server = start_embedded_server(data_dir)
+    yield server.get_uri()
+    server.cleanup()
+
+
+async def _admin_execute(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(with_database_name(server_url, "postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_server_url):
+    name = f"petitions_template_{os.getpid()}"
+
+    async def build():
+        await _admin_execute(pg_server_url, f'DROP DATABASE IF EXISTS "{name}"')
+        await _admin_execute(pg_server_url, f'CREATE DATABASE "{name}"')
+        await migrate(with_database_name(pg_server_url, name))
+
+    asyncio.run(build())
+    yield name
+    asyncio.run(_admin_execute(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def db_url(pg_server_url, template_database):
+    """A fresh, migrated database for one test."""
+    name = f"petitions_test_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield with_database_name(pg_server_url, name)
+    await _admin_execute(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def conn(db_url):
+    connection = await asyncpg.connect(asyncpg_dsn(db_url))
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def settings(db_url, tmp_path):
+    environ = {"DATABASE_URL": db_url, "SECRET_KEY": SECRET, "DATA_DIR": str(tmp_path)}
+    return load_settings(environ, env_file=None)
+
+
+@pytest.fixture
+async def app(settings):
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+# Builders for test data ------------------------------------------------------
+
+
+async def make_petition(conn, slug="release-them", status="open", **options) -> int:
+    text = StatementText(
+        title=options.pop("title", "Release the detained workers"),
+        summary="Free them now.",
+        target="The authorities",
+        body="We stand with the **workers**.\n\n<script>alert(1)</script>",
+        demands=("Release all detained workers", "Drop all charges"),
+    )
+    return await create_petition(conn, slug, {"en": text}, status=status, **options)
+
+
+async def add_signature(
+    conn,
+    petition_id: int,
+    *,
+    kind="individual",
+    status="verified",
+    display="public",
+    name=None,
+    email=None,
+    country="GB",
+    verified_at=None,
+    **fields,
+) -> dict:
+    """Insert a signature directly (what the signing flow stores) and return its row."""
+    email = normalise_email(email or f"{secrets.token_hex(6)}@example.org")
+    if kind == "organisation":
+        fields.setdefault("organisation", f"Union {secrets.token_hex(4)}")
+        fields.setdefault("organisation_type", "trade_union")
+    if status == "verified" and verified_at is None:
+        verified_at = datetime.now(UTC)
+    columns = {
+        "petition_id": petition_id,
+        "kind": kind,
+        "status": status,
+        "display": display,
+        "name": name or f"Signer {secrets.token_hex(3)}",
+        "email": email,
+        "email_hash": email_hash(SECRET, email),
+        "country": country,
+        "verified_at": verified_at,
+        **fields,
+    }
+    names = ", ".join(columns)
+    params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    row = await conn.fetchrow(
+        f"INSERT INTO signatures ({names}) VALUES ({params}) RETURNING *", *columns.values()
+    )
+    return dict(row)
+
+
+def minutes_ago(n: float) -> datetime:
+    return datetime.now(UTC) - timedelta(minutes=n)
