@@ -67,6 +67,11 @@ CREATE TABLE statement_texts (
 
 -- Signatures ------------------------------------------------------------------
 
+-- An organisation's name folded for "same organisation": Unicode form, case, spacing.
+CREATE FUNCTION organisation_key(name text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN lower(regexp_replace(btrim(normalize(name, NFKC)), '\s+', ' ', 'g'));
+
 CREATE TABLE signatures (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- The only identifier ever shown outside: opaque, not a row number.
@@ -89,9 +94,7 @@ CREATE TABLE signatures (
     occupation        text CHECK (char_length(occupation) <= 200),
     organisation      text CHECK (char_length(organisation) BETWEEN 1 AND 300),
     -- The organisation's name folded for uniqueness (case, spacing, Unicode form).
-    organisation_key  text GENERATED ALWAYS AS (
-                          lower(regexp_replace(btrim(normalize(organisation, NFKC)), '\s+', ' ', 'g'))
-                      ) STORED,
+    organisation_key  text GENERATED ALWAYS AS (organisation_key(organisation)) STORED,
     organisation_type text CHECK (organisation_type IN (
                           'trade_union', 'federation', 'association', 'ngo', 'political', 'other')),
     website           text CHECK (char_length(website) <= 500 AND website ~ '^https?://'),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -13,12 +15,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from . import outbox
 from .db import open_database
+from .mail import Mailer
 from .paths import STATIC_DIR
 from .security import BodySizeLimit, SecurityHeaders
 from .settings import Settings
 from .templating import make_templates
-from .views import public
+from .tokens import Tokens
+from .views import public, signing
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +31,14 @@ ERROR_TITLES = {
     400: "That request could not be understood",
     404: "Page not found",
     405: "Method not allowed",
+    403: "Not allowed",
     413: "Too much data",
     501: "Not available yet",
 }
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
+    """The app; with `run_outbox_worker`, it also delivers email in the background."""
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL (start the embedded server first)")
 
@@ -40,16 +47,35 @@ def create_app(settings: Settings) -> Starlette:
         db = open_database(settings.database_url)
         await db.connect()
         app.state.db = db
+        stop = asyncio.Event()
+        worker = None
+        if run_outbox_worker:
+            worker = asyncio.create_task(
+                outbox.run_outbox_worker(db, settings, stop, app.state.outbox_wakeup)
+            )
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await worker
             await db.disconnect()
 
     routes = [
         Route("/", public.home, name="home"),
         Route("/healthz", public.healthz, name="healthz"),
         Route("/p/{slug}", public.petition_page, name="petition"),
-        Route("/p/{slug}/sign", public.sign, methods=["POST"], name="sign"),
+        Route("/p/{slug}/sign", signing.sign, methods=["POST"], name="sign"),
+        Route("/p/{slug}/thanks", signing.thanks, name="thanks"),
+        Route("/verify/resend", signing.verify_resend, methods=["POST"], name="verify_resend"),
+        Route("/verify/{token}", signing.verify, name="verify"),
+        Route("/withdraw/{token}", signing.withdraw, methods=["GET", "POST"], name="withdraw"),
+        Route(
+            "/unsubscribe/{token}",
+            signing.unsubscribe_page,
+            methods=["GET", "POST"],
+            name="unsubscribe",
+        ),
         Route("/p/{slug}/signatures", public.signatures_page, name="signatures"),
         Route("/p/{slug}/signatures.json", public.signatures_json, name="signatures_json"),
         Route("/p/{slug}/count.json", public.count_json, name="count_json"),
@@ -63,6 +89,9 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.templates = make_templates()
+    app.state.tokens = Tokens(settings.secret_key)
+    app.state.mailer = Mailer(settings)
+    app.state.outbox_wakeup = asyncio.Event()
     return app
 
 
@@ -103,4 +132,4 @@ def create_app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` worker processes (see `petitions serve --workers`)."""
     from .settings import load_settings
 
-    return create_app(load_settings())
+    return create_app(load_settings(), run_outbox_worker=not os.environ.get("PETITIONS_NO_WORKER"))

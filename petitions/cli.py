@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
+import signal
 import sys
 
 import asyncpg
@@ -101,18 +102,44 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.workers == 1:
             from .app import create_app
 
-            uvicorn.run(create_app(settings.with_database(url)), **options)
+            app = create_app(settings.with_database(url), run_outbox_worker=not args.no_worker)
+            uvicorn.run(app, **options)
         else:
             # Worker processes re-read the settings from the environment: hand them
             # the resolved database and key.
             os.environ["DATABASE_URL"] = url
             os.environ["SECRET_KEY"] = settings.secret_key
+            if args.no_worker:
+                os.environ["PETITIONS_NO_WORKER"] = "1"
             uvicorn.run(
                 "petitions.app:create_app_from_environment",
                 factory=True,
                 workers=args.workers,
                 **options,
             )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from .db import open_database
+    from .outbox import run_outbox_worker
+
+    async def run(url: str) -> None:
+        await migrate(url)
+        db = open_database(url, max_size=4)
+        await db.connect()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("outbox worker running (%s)", settings.smtp_host or "no SMTP_HOST: to the log")
+        try:
+            await run_outbox_worker(db, settings, stop)
+        finally:
+            await db.disconnect()
+
+    with database_url_for(settings) as url:
+        asyncio.run(run(url))
     return 0
 
 

@@ -15,6 +15,7 @@ or two. The tally triggers fire once per COPY statement, so the counts stay exac
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import re
@@ -337,7 +338,9 @@ ORGANISATION_PATTERNS = (
     OrganisationPattern(
         "{adjective} Federation of Transport and Dock Workers", "federation", (20_000, 400_000)
     ),
-    OrganisationPattern("{adjective} Federation of Education Workers", "federation", (20_000, 600_000)),
+    OrganisationPattern(
+        "{adjective} Federation of Education Workers", "federation", (20_000, 600_000)
+    ),
     OrganisationPattern("{city} Trades Council", "association", (1_000, 40_000)),
     OrganisationPattern("{city} University Students' Association", "association", (1_000, 30_000)),
     OrganisationPattern("{city} Retired Teachers' Association", "association", (50, 3_000)),
@@ -368,7 +371,7 @@ COMMENTS = (
     "An injury to one is an injury to all.",
     "Organising a union is not a crime. Free them all.",
     "Pay the wages owed and drop every charge.",
-    "From our members to the Haft Tapeh workers: you are not alone.",
+    "To the workers of Haft Tapeh: you are not alone.",
     "Workers' rights are human rights.",
     "Release every detained worker now.",
     "We stand with Esmail Bakhshi and all the detained workers.",
@@ -718,20 +721,46 @@ async def add_generated_signatures(
         )
         if petition is None:
             raise LookupError(f"no petition with slug {slug!r}")
-        run = GenerationRun(secret_key, petition["id"], petition["version_id"], secrets.token_hex(4))
+        run = GenerationRun(
+            secret_key, petition["id"], petition["version_id"], secrets.token_hex(4)
+        )
         now = petition["now"]
         start = min(max(petition["since"], now - timedelta(days=GENERATED_DAYS)), now)
         pool = SignerPool(random.Random(run.token), start, now)
-        done = 0
-        while done < count:
-            size = min(GENERATED_BATCH, count - done)
-            await _copy_signatures(conn, generated_signatures(run, pool, done + 1, size))
-            done += size
-            if progress is not None:
-                progress(done)
-        return done
+
+        def batch(done: int) -> list[SignatureRow]:
+            return generated_signatures(run, pool, done + 1, min(GENERATED_BATCH, count - done))
+
+        return await _copy_in_batches(conn, batch, count, progress)
     finally:
         await conn.close()
+
+
+async def _copy_in_batches(
+    conn: asyncpg.Connection,
+    batch: Callable[[int], list[SignatureRow]],
+    count: int,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """COPY batch(done) until `count` rows are in, building each next batch in a
+    worker thread while the database takes the current one."""
+    done = 0
+    next_rows = asyncio.ensure_future(asyncio.to_thread(batch, done)) if count else None
+    try:
+        while next_rows is not None:
+            rows = await next_rows
+            following = done + len(rows)
+            next_rows = None
+            if following < count:
+                next_rows = asyncio.ensure_future(asyncio.to_thread(batch, following))
+            await _copy_signatures(conn, rows)
+            done = following
+            if progress is not None:
+                progress(done)
+    finally:
+        if next_rows is not None:
+            next_rows.cancel()
+    return done
 
 
 async def _copy_signatures(conn: asyncpg.Connection, rows: list[SignatureRow]) -> None:

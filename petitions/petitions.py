@@ -90,6 +90,13 @@ async def get_petition(db: Database, slug: str, language: str | None = None) -> 
     return _petition(row) if row else None
 
 
+async def fetch_petition_by_id(
+    conn: asyncpg.Connection, petition_id: int, language: str | None = None
+) -> Petition | None:
+    row = await conn.fetchrow(_PETITION_SQL + " WHERE p.id = $2", language or "", petition_id)
+    return _petition(row) if row else None
+
+
 async def list_public_petitions(db: Database, language: str | None = None) -> list[Petition]:
     """Open petitions first, newest first; then closed ones. Drafts and archived are not listed."""
     async with raw_connection(db) as conn:

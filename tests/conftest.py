@@ -8,10 +8,15 @@ One template database is migrated per session; each test gets its own copy
 from __future__ import annotations
 
 import asyncio
+import email
+import email.message
+import email.policy
 import os
 import secrets
+import socket
 import tempfile
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -86,7 +91,8 @@ def settings(db_url, tmp_path):
 
 @pytest.fixture
 async def app(settings):
-    application = create_app(settings)
+    # Tests deliver email explicitly (outbox.deliver_due), so no background worker.
+    application = create_app(settings, run_outbox_worker=False)
     async with application.router.lifespan_context(application):
         yield application
 
@@ -96,6 +102,63 @@ async def client(app):
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        )
+        return "250 Message accepted"
+
+
+class MailServer:
+    """A real SMTP server on loopback that can be stopped and started again."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.inbox = Inbox()
+        self._controller = None
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def messages(self):
+        return self.inbox.messages
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mail_server():
+    server = MailServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_settings(settings, mail_server):
+    """Settings that deliver to the test's SMTP server."""
+    return replace(settings, smtp_host="127.0.0.1", smtp_port=mail_server.port, smtp_tls="none")
 
 
 # Builders for test data ------------------------------------------------------

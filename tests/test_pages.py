@@ -227,12 +227,6 @@ async def test_security_headers_and_framing(client, conn):
     assert page.headers["referrer-policy"]
 
 
-async def test_sign_route_answers_501_until_signing_lands(client, conn):
-    await make_petition(conn)
-    response = await client.post("/p/release-them/sign", data={"kind": "individual"})
-    assert response.status_code == 501
-
-
 async def test_oversized_bodies_are_refused(client, conn):
     await make_petition(conn)
     response = await client.post("/p/release-them/sign", content=b"x" * 200_000)
@@ -248,7 +242,9 @@ async def test_closed_petition_shows_no_forms(client, conn):
 
 async def test_translation_is_served_by_lang(client, conn):
     pid = await make_petition(conn)
-    version_id = await conn.fetchval("SELECT id FROM statement_versions WHERE petition_id = $1", pid)
+    version_id = await conn.fetchval(
+        "SELECT id FROM statement_versions WHERE petition_id = $1", pid
+    )
     await conn.execute(
         "INSERT INTO statement_texts (version_id, language, title, body, demands) "
         "VALUES ($1, 'fa', 'کارگران را آزاد کنید', 'متن', ARRAY['آزادی'])",

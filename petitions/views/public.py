@@ -41,14 +41,26 @@ async def home(request: Request) -> Response:
 
 async def petition_page(request: Request) -> Response:
     petition = await load_petition(request)
+    ref = request.query_params.get("ref", "")
+    return await render_petition_form(request, petition, {"ref": ref[:64]}, {}, 200)
+
+
+async def render_petition_form(
+    request: Request, petition: Petition, form: dict, errors: dict, status_code: int
+) -> Response:
+    """The petition page; after a bad submission, with what was typed and a message per field."""
     db = request.app.state.db
     counts = await get_counts(db, petition.id)
     latest, _ = await list_signatories(db, petition.id, limit=10)
-    return render(
-        request,
-        "petition.html",
-        {"petition": petition, "counts": counts, "latest": latest, "form": {}, "errors": {}},
-    )
+    context = {
+        "petition": petition,
+        "counts": counts,
+        "latest": latest,
+        "form": form,
+        "errors": errors,
+        "form_token": request.app.state.tokens.make("sign-form", petition.slug),
+    }
+    return render(request, "petition.html", context, status_code)
 
 
 def _list_request(request: Request) -> tuple[ListFilter, Cursor | None, int]:
@@ -132,8 +144,3 @@ async def healthz(request: Request) -> Response:
     except Exception as error:  # any failure to reach the database is "unhealthy"
         return JSONResponse({"status": "unavailable", "database": type(error).__name__}, 503)
     return JSONResponse({"status": "ok", "database": "ok"}, headers={"Cache-Control": "no-store"})
-
-
-async def sign(request: Request) -> Response:
-    await load_petition(request)
-    raise HTTPException(501, "Signing opens soon: this server does not accept signatures yet.")

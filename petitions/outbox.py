@@ -1,0 +1,196 @@
+"""The outbox worker: delivers outbox rows over SMTP, or to the log when no SMTP_HOST is set.
+
+Rows are claimed with FOR UPDATE SKIP LOCKED inside a transaction that stays open
+while they are sent, so two workers never take the same row, and a crash before
+the commit leaves the rows waiting for the next try (at-least-once; the stored
+Message-ID lets mail systems drop a repeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import aiosmtplib
+from databases import Database
+
+from .db import raw_connection
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_seconds: float = 30.0
+    max_seconds: float = 6 * 3600.0
+    max_attempts: int = 12  # about two days of trying before a row is marked failed
+
+    def delay(self, attempts: int) -> float:
+        return min(self.base_seconds * 2 ** (attempts - 1), self.max_seconds) * random.uniform(
+            0.8, 1.2
+        )
+
+
+_CLAIM = """
+SELECT id, recipient, subject, body_text, body_html, headers, message_id, attempts
+  FROM outbox
+ WHERE status = 'waiting' AND next_attempt_at <= now()
+ ORDER BY next_attempt_at, id
+ LIMIT $1
+   FOR UPDATE SKIP LOCKED
+"""
+
+
+def build_email(row, settings: Settings) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = row["recipient"]
+    message["Subject"] = row["subject"]
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = row["message_id"]
+    headers = row["headers"]
+    for name, value in (json.loads(headers) if isinstance(headers, str) else headers or {}).items():
+        message[name] = value
+    message.set_content(row["body_text"])
+    if row["body_html"]:
+        message.add_alternative(row["body_html"], subtype="html")
+    return message
+
+
+class _Permanent(Exception):
+    pass
+
+
+async def deliver_due(
+    db: Database, settings: Settings, batch_size: int = 20, policy: RetryPolicy = RetryPolicy()
+) -> int:
+    """Deliver one batch of due rows; return how many were claimed."""
+    async with raw_connection(db) as conn, conn.transaction():
+        rows = await conn.fetch(_CLAIM, batch_size)
+        if not rows:
+            return 0
+        if settings.smtp_host is None:
+            for row in rows:
+                log.info("email (no SMTP_HOST set, not sent):\n%s", build_email(row, settings))
+                await _mark_sent(conn, row["id"])
+            return len(rows)
+        try:
+            smtp = await _connect(settings)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            log.warning(
+                "SMTP server unreachable (%s); %d emails wait for a retry", error, len(rows)
+            )
+            for row in rows:
+                await _mark_retry(conn, row, f"SMTP connection failed: {error}", policy)
+            return len(rows)
+        try:
+            for row in rows:
+                try:
+                    await _send(smtp, build_email(row, settings))
+                except _Permanent as error:
+                    await _mark_failed(conn, row["id"], str(error))
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+                    await _mark_retry(conn, row, str(error), policy)
+                else:
+                    await _mark_sent(conn, row["id"])
+        finally:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                smtp.close()
+    return len(rows)
+
+
+async def _connect(settings: Settings) -> aiosmtplib.SMTP:
+    smtp = aiosmtplib.SMTP(
+        hostname=settings.smtp_host,
+        port=settings.smtp_port,
+        use_tls=settings.smtp_tls == "tls",
+        start_tls=True if settings.smtp_tls == "starttls" else False,
+        timeout=30,
+    )
+    await smtp.connect()
+    if settings.smtp_user:
+        await smtp.login(settings.smtp_user, settings.smtp_password or "")
+    return smtp
+
+
+async def _send(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
+    try:
+        await smtp.send_message(message)
+    except aiosmtplib.SMTPRecipientsRefused as error:
+        codes = [r.code for r in error.recipients]
+        if all(code >= 500 for code in codes):
+            raise _Permanent(f"recipient refused: {error}") from None
+        raise
+    except aiosmtplib.SMTPResponseException as error:
+        if error.code >= 500:
+            raise _Permanent(f"{error.code} {error.message}") from None
+        raise
+
+
+async def _mark_sent(conn, outbox_id: int) -> None:
+    await conn.execute(
+        "UPDATE outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1, "
+        "last_error = NULL WHERE id = $1",
+        outbox_id,
+    )
+
+
+async def _mark_failed(conn, outbox_id: int, error: str) -> None:
+    log.warning("email %d failed for good: %s", outbox_id, error)
+    await conn.execute(
+        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1",
+        outbox_id,
+        error[:1000],
+    )
+
+
+async def _mark_retry(conn, row, error: str, policy: RetryPolicy) -> None:
+    attempts = row["attempts"] + 1
+    if attempts >= policy.max_attempts:
+        await _mark_failed(conn, row["id"], error)
+        return
+    await conn.execute(
+        """
+        UPDATE outbox SET attempts = $2, last_error = $3,
+               next_attempt_at = now() + make_interval(secs => $4)
+         WHERE id = $1
+        """,
+        row["id"],
+        attempts,
+        error[:1000],
+        policy.delay(attempts),
+    )
+
+
+async def run_outbox_worker(
+    db: Database,
+    settings: Settings,
+    stop: asyncio.Event,
+    wakeup: asyncio.Event | None = None,
+    poll_seconds: float = 1.0,
+    policy: RetryPolicy = RetryPolicy(),
+) -> None:
+    """Deliver until `stop` is set; `wakeup` (set after a new row) skips the wait."""
+    wakeup = wakeup or asyncio.Event()
+    while not stop.is_set():
+        try:
+            while not stop.is_set() and await deliver_due(db, settings, policy=policy):
+                pass
+        except Exception:  # the database may be restarting: log, wait, go on
+            log.exception("outbox delivery failed; trying again shortly")
+        waiter = asyncio.ensure_future(wakeup.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait(
+            {waiter, stopper}, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        waiter.cancel()
+        stopper.cancel()
+        wakeup.clear()

@@ -1,0 +1,194 @@
+"""Signing pages: the sign POST, thanks, and the links in emails (verify, withdraw, unsubscribe)."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from ..signing import (
+    FormErrors,
+    parse_sign_form,
+    resend_verification,
+    signature_state,
+    submit_signature,
+    unsubscribe,
+    verify_signature,
+    withdraw_signature,
+)
+from ..tokens import FORM_TOKEN_AGE, VERIFY_TOKEN_AGE, TokenExpired, TokenInvalid
+from .public import load_petition, render, render_petition_form
+
+log = logging.getLogger(__name__)
+
+SIGN_FIELDS = (
+    "kind", "name", "email", "country", "city", "occupation", "organisation", "organisation_type",
+    "website", "members", "comment", "display", "updates", "ref",
+)  # fmt: skip
+HONEYPOT_FIELD = "fax_number"
+FORM_TOKEN_FIELD = "form_token"
+MAX_FIELD_BYTES = 8 * 1024
+
+
+def _same_origin(request: Request) -> bool:
+    """A browser's POST names the page it came from; refuse other sites' pages.
+
+    Our own embed pages sit in other sites' iframes but are served from here, so
+    their posts carry our origin too.
+    """
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return True  # not a browser (or a privacy tool); the form token still applies
+    if origin == "null":
+        return False
+    parts = urlsplit(origin)
+    theirs = f"{parts.scheme}://{parts.netloc}".lower()
+    ours = {
+        f"{request.url.scheme}://{request.url.netloc}".lower(),
+        _origin_of(request.app.state.settings.base_url),
+    }
+    return theirs in ours
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+async def _read_form(request: Request) -> FormData:
+    form = await request.form(max_files=0, max_fields=40, max_part_size=MAX_FIELD_BYTES)
+    return form
+
+
+async def sign(request: Request) -> Response:
+    petition = await load_petition(request)
+    if not _same_origin(request):
+        raise HTTPException(
+            403, "This form was sent from another website. Sign on the petition page."
+        )
+    form = await _read_form(request)
+    values = {k: v for k in SIGN_FIELDS if isinstance(v := form.get(k), str)}
+    thanks = RedirectResponse(request.url_for("thanks", slug=petition.slug), status_code=303)
+
+    if form.get(HONEYPOT_FIELD):
+        log.info("sign form honeypot filled on %s; nothing stored", petition.slug)
+        return thanks
+    if not petition.accepts_signatures:
+        return render(
+            request,
+            "message.html",
+            {
+                "title": "This petition is closed",
+                "paragraphs": ["It no longer accepts signatures. Thank you for your support."],
+                "back": request.url_for("petition", slug=petition.slug),
+            },
+            403,
+        )
+    try:
+        token = form.get(FORM_TOKEN_FIELD)
+        token_slug = request.app.state.tokens.read(
+            "sign-form", token if isinstance(token, str) else "", max_age=FORM_TOKEN_AGE
+        )
+        if token_slug != petition.slug:
+            raise TokenInvalid
+    except TokenExpired:
+        errors = {"form": "This form was open for a long time. Please check and send it again."}
+        return await render_petition_form(request, petition, values, errors, 400)
+    except TokenInvalid:
+        errors = {"form": "This form could not be checked. Please send it again from this page."}
+        return await render_petition_form(request, petition, values, errors, 400)
+
+    try:
+        signer = parse_sign_form(values, petition)
+    except FormErrors as error:
+        return await render_petition_form(request, petition, values, error.errors, 400)
+
+    client = request.client.host if request.client else None
+    await submit_signature(request.app.state.db, request.app.state.mailer, petition, signer, client)
+    request.app.state.outbox_wakeup.set()
+    return thanks
+
+
+async def thanks(request: Request) -> Response:
+    petition = await load_petition(request)
+    return render(request, "thanks.html", {"petition": petition})
+
+
+def _invalid_link() -> Response:
+    raise HTTPException(
+        400,
+        "This link is not valid. It may have been cut off by your email program: "
+        "copy the whole address from the email into your browser.",
+    )
+
+
+async def verify(request: Request) -> Response:
+    tokens = request.app.state.tokens
+    token = request.path_params["token"]
+    try:
+        public_id = tokens.read_signature_link("verify", token, max_age=VERIFY_TOKEN_AGE)
+    except TokenExpired:
+        return render(request, "verify_expired.html", {"token": token}, 400)
+    except TokenInvalid:
+        return _invalid_link()
+    state = await verify_signature(request.app.state.db, public_id)
+    if state is None:
+        return _invalid_link()
+    return render(request, "verified.html", {"state": state})
+
+
+async def verify_resend(request: Request) -> Response:
+    form = await _read_form(request)
+    token = form.get("token")
+    try:
+        public_id = request.app.state.tokens.read_signature_link(
+            "verify", token if isinstance(token, str) else ""
+        )
+    except TokenInvalid:
+        return _invalid_link()
+    db = request.app.state.db
+    state = await signature_state(db, public_id)
+    if state is None:
+        return _invalid_link()
+    if state.status == "pending":
+        await resend_verification(db, request.app.state.mailer, public_id)
+        request.app.state.outbox_wakeup.set()
+        return render(request, "thanks.html", {"petition": None, "resent": True})
+    return render(request, "verified.html", {"state": state})
+
+
+async def _linked_signature(request: Request, purpose: str):
+    try:
+        return request.app.state.tokens.read_signature_link(purpose, request.path_params["token"])
+    except TokenInvalid:
+        return _invalid_link()
+
+
+async def withdraw(request: Request) -> Response:
+    public_id = await _linked_signature(request, "withdraw")
+    db = request.app.state.db
+    if request.method == "POST":
+        await _read_form(request)  # drain; the token in the address is the authority
+        state = await withdraw_signature(db, public_id)
+    else:
+        state = await signature_state(db, public_id)
+    if state is None:
+        return _invalid_link()
+    return render(request, "withdraw.html", {"state": state, "done": request.method == "POST"})
+
+
+async def unsubscribe_page(request: Request) -> Response:
+    public_id = await _linked_signature(request, "unsubscribe")
+    db = request.app.state.db
+    if request.method == "POST":  # also RFC 8058 one-click, straight from a mail client
+        await _read_form(request)
+        state = await unsubscribe(db, public_id)
+    else:
+        state = await signature_state(db, public_id)
+    if state is None:
+        return _invalid_link()
+    return render(request, "unsubscribe.html", {"state": state, "done": request.method == "POST"})
