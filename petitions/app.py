@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -85,7 +85,11 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(SecurityHeaders), Middleware(BodySizeLimit)],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={
+            HTTPException: http_error,
+            ClientDisconnect: client_gone,
+            Exception: server_error,
+        },
     )
     app.state.settings = settings
     app.state.templates = make_templates()
@@ -111,6 +115,11 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
         status_code=exc.status_code,
         headers=exc.headers,
     )
+
+
+async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """The client left mid-request (a closed tab, a load generator stopping): nothing to do."""
+    return Response(status_code=400)
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

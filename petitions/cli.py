@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         command=cmd_migrate
     )
 
+    worker = commands.add_parser("worker", help="deliver queued email, without serving pages")
+    worker.set_defaults(command=cmd_worker)
+
     demo = commands.add_parser("demo", help="load the demo petition with signatures")
     demo.add_argument(
         "--signatures",
@@ -97,6 +100,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
                  "DATABASE_URL" if settings.database_url else settings.data_dir)  # fmt: skip
         options = dict(host=args.host, port=args.port, log_level=settings.log_level.lower(),
+                       access_log=settings.log_level == "DEBUG",
                        proxy_headers=bool(settings.trusted_proxies),
                        forwarded_allow_ips=",".join(settings.trusted_proxies) or None)  # fmt: skip
         if args.workers == 1:

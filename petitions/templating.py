@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
+from markupsafe import Markup, escape
 from starlette.templating import Jinja2Templates
 
 from .countries import country_name, country_names, flag
@@ -25,6 +27,7 @@ ORGANISATION_TYPES = {
 RTL_LANGUAGES = {"ar", "fa", "he", "ur", "ps", "ku", "ckb", "yi", "dv", "sd", "ug"}
 
 
+@lru_cache(maxsize=8192)
 def _number(value: int | None, locale: str = "en") -> str:
     return format_decimal(value or 0, locale=locale.replace("-", "_"))
 
@@ -35,6 +38,22 @@ def _date(value: datetime | None, locale: str = "en") -> str:
 
 def _datetime(value: datetime | None, locale: str = "en") -> str:
     return format_datetime(value, "medium", locale=locale.replace("-", "_")) if value else ""
+
+
+@lru_cache(maxsize=64)
+def _country_option_list(language: str) -> str:
+    return "".join(
+        f'<option value="{code}">{escape(name)}</option>'
+        for code, name in country_names(language).items()
+    )
+
+
+def country_options(language: str, selected: str | None = None) -> Markup:
+    """The <option>s of a country <select>: built once per language, since every page has two."""
+    options = _country_option_list(language or "en")
+    if selected and len(selected) == 2 and selected.isalpha():
+        options = options.replace(f'value="{selected}">', f'value="{selected}" selected>', 1)
+    return Markup(options)
 
 
 def make_templates() -> Jinja2Templates:
@@ -52,6 +71,7 @@ def make_templates() -> Jinja2Templates:
     )
     env.globals.update(
         country_names=country_names,
+        country_options=country_options,
         organisation_types=ORGANISATION_TYPES,
         text_direction=lambda lang: "rtl" if (lang or "").split("-")[0] in RTL_LANGUAGES else "ltr",
     )

@@ -143,3 +143,32 @@ async def test_without_smtp_host_mail_goes_to_the_log(conn, db_url, settings, ca
         await db.disconnect()
     assert "Message 0" in caplog.text and "r0@example.org" in caplog.text
     assert await conn.fetchval("SELECT status FROM outbox") == "sent"
+
+
+async def test_worker_command_delivers_and_stops_cleanly(conn, db_url, mail_server, tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+
+    from conftest import SECRET
+
+    ids = await queue(conn, 3)
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": SECRET,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(mail_server.port),
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen([shutil.which("petitions"), "worker"], env=env, cwd=tmp_path)
+    try:
+        async with asyncio.timeout(60):
+            while len(mail_server.messages) < 3:
+                await asyncio.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    assert sorted(m["Message-ID"] for m in mail_server.messages) == sorted(ids)
+    assert await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'sent'") == 3

@@ -243,6 +243,13 @@ async def test_display_choice_is_honoured_after_confirmation(
         assert hidden not in (await client.get("/p/release-them")).text
 
 
+def tampered(token: str) -> str:
+    """The token with one character of its signature changed (not the last one, whose
+    low bits are base64 padding and may not count)."""
+    i = len(token) - 10
+    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
+
+
 async def test_forged_and_wrong_purpose_tokens_are_400(
     client, conn, app, mail_settings, mail_server
 ):
@@ -254,7 +261,7 @@ async def test_forged_and_wrong_purpose_tokens_are_400(
     withdraw_token = urls["withdraw"].rsplit("/", 1)[1]
     for path in (
         "/verify/not-a-token",
-        "/verify/" + verify_token[:-2] + "xx",
+        "/verify/" + tampered(verify_token),
         "/verify/" + withdraw_token,  # a withdraw token cannot confirm
         "/withdraw/" + verify_token,  # nor a confirm token withdraw
         "/unsubscribe/" + verify_token,
