@@ -17,13 +17,14 @@ from starlette.staticfiles import StaticFiles
 
 from . import outbox
 from .db import open_database
+from .events import LiveHub
 from .mail import Mailer
 from .paths import STATIC_DIR
 from .security import BodySizeLimit, SecurityHeaders
 from .settings import Settings
 from .templating import make_templates
 from .tokens import Tokens
-from .views import public, signing
+from .views import embed, live, public, signing
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ ERROR_TITLES = {
     403: "Not allowed",
     413: "Too much data",
     501: "Not available yet",
+    503: "Busy",
 }
 
 
@@ -47,6 +49,8 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
         db = open_database(settings.database_url)
         await db.connect()
         app.state.db = db
+        live = app.state.live = LiveHub(db, settings.database_url)
+        await live.start()
         stop = asyncio.Event()
         worker = None
         if run_outbox_worker:
@@ -59,6 +63,7 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
             stop.set()
             if worker is not None:
                 await worker
+            await live.stop()
             await db.disconnect()
 
     routes = [
@@ -78,7 +83,11 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
         ),
         Route("/p/{slug}/signatures", public.signatures_page, name="signatures"),
         Route("/p/{slug}/signatures.json", public.signatures_json, name="signatures_json"),
-        Route("/p/{slug}/count.json", public.count_json, name="count_json"),
+        Route("/p/{slug}/count.json", live.count_json, name="count_json"),
+        Route("/p/{slug}/badge.svg", live.badge_svg, name="badge"),
+        Route("/p/{slug}/events", live.events, name="events"),
+        Route("/p/{slug}/embed", embed.embed, methods=["GET", "POST"], name="embed"),
+        Route("/embed.js", embed.embed_js, name="embed_js"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(

@@ -210,3 +210,31 @@ async def create_petition(
             ],
         )
     return petition_id
+
+
+@dataclass(frozen=True)
+class StatementVersion:
+    version: int
+    created_at: datetime
+    note: str
+    languages: tuple[str, ...]
+
+
+async def statement_history(db: Database, petition_id: int) -> list[StatementVersion]:
+    """Every version of a petition's statement, newest first."""
+    async with raw_connection(db) as conn:
+        rows = await conn.fetch(
+            """
+            SELECT v.version, v.created_at, v.note,
+                   array(SELECT language FROM statement_texts t
+                          WHERE t.version_id = v.id ORDER BY language) AS languages
+              FROM statement_versions v
+             WHERE v.petition_id = $1
+             ORDER BY v.version DESC
+            """,
+            petition_id,
+        )
+    return [
+        StatementVersion(r["version"], r["created_at"], r["note"], tuple(r["languages"]))
+        for r in rows
+    ]

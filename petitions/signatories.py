@@ -83,13 +83,17 @@ class ListFilter:
         }
 
 
-def _like_pattern(q: str) -> str:
-    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def search_query(q: str) -> str:
+    """A tsquery matching every word of `q` as a prefix ("mar silv" finds "Maria Silva")."""
+    words = re.findall(r"\w+", q)[:8]
+    if not words:
+        return ""  # an empty query matches nothing
+    return " & ".join(f"'{word}':*" for word in words)
 
 
 # A search only matches what the signer agreed to show: names, organisations and
-# cities of public signers, roles of public and initials signers.
+# cities of public signers, roles of public and initials signers (see
+# public_search_vector in migrations/0003_search.sql, whose index this uses).
 _LIST_SQL = """
 SELECT public_id, kind, display, name, city, occupation, organisation, organisation_type,
        members, website, comment, country, verified_at
@@ -98,8 +102,8 @@ SELECT public_id, kind, display, name, city, occupation, organisation, organisat
    AND ($2::text IS NULL OR kind = $2)
    AND ($3::text IS NULL OR country = $3)
    AND ($4::text IS NULL
-        OR (display = 'public' AND (name ILIKE $4 OR organisation ILIKE $4 OR city ILIKE $4))
-        OR occupation ILIKE $4)
+        OR public_search_vector(display, name, organisation, city, occupation)
+           @@ to_tsquery('simple', $4))
    AND ($5::timestamptz IS NULL OR (verified_at, public_id) < ($5, $6::uuid))
  ORDER BY verified_at DESC, public_id DESC
  LIMIT $7
@@ -120,7 +124,7 @@ async def list_signatories(
             petition_id,
             filters.kind,
             filters.country,
-            _like_pattern(filters.q) if filters.q else None,
+            search_query(filters.q) if filters.q else None,
             after.verified_at if after else None,
             after.public_id if after else None,
             limit + 1,

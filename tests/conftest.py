@@ -215,5 +215,24 @@ async def add_signature(
     return dict(row)
 
 
+async def eventually(check, seconds: float = 10.0):
+    """Await `check()` until it returns a truthy value (live updates arrive asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        result = await check()
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.02)
+
+
+async def count_is(client, expected: int, slug: str = "release-them", key: str = "count") -> bool:
+    """Whether count.json reaches `expected` (it is served from memory, refreshed by events)."""
+
+    async def check():
+        return (await client.get(f"/p/{slug}/count.json")).json()[key] == expected
+
+    return await eventually(check)
+
+
 def minutes_ago(n: float) -> datetime:
     return datetime.now(UTC) - timedelta(minutes=n)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..petitions import Petition, get_counts, get_counts_for, get_petition, list_public_petitions
+from ..petitions import Counts, Petition, get_counts, get_petition, list_public_petitions
 from ..signatories import BadListRequest, Cursor, ListFilter, list_signatories
 
 PAGE_SIZE = 50
@@ -35,7 +32,7 @@ async def load_petition(request: Request) -> Petition:
 async def home(request: Request) -> Response:
     db = request.app.state.db
     petitions = await list_public_petitions(db, request.query_params.get("lang"))
-    counts = await get_counts_for(db, [p.id for p in petitions])
+    counts = {p.id: await live_counts(request, p.id) for p in petitions}
     return render(request, "index.html", {"petitions": petitions, "counts": counts})
 
 
@@ -46,21 +43,35 @@ async def petition_page(request: Request) -> Response:
 
 
 async def render_petition_form(
-    request: Request, petition: Petition, form: dict, errors: dict, status_code: int
+    request: Request,
+    petition: Petition,
+    form: dict,
+    errors: dict,
+    status_code: int,
+    template: str = "petition.html",
+    **extra,
 ) -> Response:
-    """The petition page; after a bad submission, with what was typed and a message per field."""
+    """The petition page (or its embed); after a bad submission, with what was typed
+    and a message per field."""
     db = request.app.state.db
-    counts = await get_counts(db, petition.id)
-    latest, _ = await list_signatories(db, petition.id, limit=10)
     context = {
         "petition": petition,
-        "counts": counts,
-        "latest": latest,
+        "counts": await live_counts(request, petition.id),
+        "latest": []
+        if template != "petition.html"
+        else (await list_signatories(db, petition.id, limit=10))[0],
         "form": form,
         "errors": errors,
         "form_token": request.app.state.tokens.make("sign-form", petition.slug),
+        **extra,
     }
-    return render(request, "petition.html", context, status_code)
+    return render(request, template, context, status_code)
+
+
+async def live_counts(request: Request, petition_id: int) -> Counts:
+    """Counts from this process's memory (kept fresh by live events)."""
+    snapshot = await request.app.state.live.counts.by_id(petition_id)
+    return snapshot.counts if snapshot else await get_counts(request.app.state.db, petition_id)
 
 
 def _list_request(request: Request) -> tuple[ListFilter, Cursor | None, int]:
@@ -81,7 +92,7 @@ async def signatures_page(request: Request) -> Response:
     filters, after, limit = _list_request(request)
     db = request.app.state.db
     entries, next_cursor = await list_signatories(db, petition.id, filters, after, limit)
-    counts = await get_counts(db, petition.id)
+    counts = await live_counts(request, petition.id)
     next_url = (
         str(request.url.include_query_params(after=next_cursor.encode())) if next_cursor else None
     )
@@ -112,30 +123,6 @@ async def signatures_json(request: Request) -> Response:
         {"signatures": entries, "next": next_url},
         headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=5"},
     )
-
-
-async def count_json(request: Request) -> Response:
-    petition = await load_petition(request)
-    counts = await get_counts(request.app.state.db, petition.id)
-    payload = {
-        "slug": petition.slug,
-        "count": counts.total,
-        "individuals": counts.individuals,
-        "organisations": counts.organisations,
-        "goal": petition.goal,
-        "updated_at": counts.updated_at.isoformat() if counts.updated_at else None,
-    }
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-    headers = {
-        "ETag": etag,
-        "Access-Control-Allow-Origin": "*",
-        "Access-Control-Expose-Headers": "ETag",
-        "Cache-Control": "public, max-age=10, stale-while-revalidate=30",
-    }
-    if etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
 
 
 async def healthz(request: Request) -> Response:

@@ -65,6 +65,15 @@ async def _read_form(request: Request) -> FormData:
 
 
 async def sign(request: Request) -> Response:
+    return await handle_sign(request, embedded=False)
+
+
+async def handle_sign(request: Request, embedded: bool) -> Response:
+    """Check and store a signature; every valid submission gets the same answer.
+
+    `embedded`: the form sat in the embed page (perhaps in an iframe on another
+    site), so errors re-render that page and success returns to it.
+    """
     petition = await load_petition(request)
     if not _same_origin(request):
         raise HTTPException(
@@ -72,11 +81,22 @@ async def sign(request: Request) -> Response:
         )
     form = await _read_form(request)
     values = {k: v for k in SIGN_FIELDS if isinstance(v := form.get(k), str)}
-    thanks = RedirectResponse(request.url_for("thanks", slug=petition.slug), status_code=303)
+    if embedded:
+        done_url = str(request.url_for("embed", slug=petition.slug)) + "?signed=1"
+    else:
+        done_url = str(request.url_for("thanks", slug=petition.slug))
+    done = RedirectResponse(done_url, status_code=303)
+
+    async def again(errors: dict) -> Response:
+        if embedded:
+            return await render_petition_form(
+                request, petition, values, errors, 400, template="embed.html", show_form=True
+            )
+        return await render_petition_form(request, petition, values, errors, 400)
 
     if form.get(HONEYPOT_FIELD):
         log.info("sign form honeypot filled on %s; nothing stored", petition.slug)
-        return thanks
+        return done
     if not petition.accepts_signatures:
         return render(
             request,
@@ -96,21 +116,23 @@ async def sign(request: Request) -> Response:
         if token_slug != petition.slug:
             raise TokenInvalid
     except TokenExpired:
-        errors = {"form": "This form was open for a long time. Please check and send it again."}
-        return await render_petition_form(request, petition, values, errors, 400)
+        return await again(
+            {"form": "This form was open for a long time. Please check and send it again."}
+        )
     except TokenInvalid:
-        errors = {"form": "This form could not be checked. Please send it again from this page."}
-        return await render_petition_form(request, petition, values, errors, 400)
+        return await again(
+            {"form": "This form could not be checked. Please send it again from this page."}
+        )
 
     try:
         signer = parse_sign_form(values, petition)
     except FormErrors as error:
-        return await render_petition_form(request, petition, values, error.errors, 400)
+        return await again(error.errors)
 
     client = request.client.host if request.client else None
     await submit_signature(request.app.state.db, request.app.state.mailer, petition, signer, client)
     request.app.state.outbox_wakeup.set()
-    return thanks
+    return done
 
 
 async def thanks(request: Request) -> Response:

@@ -1,0 +1,134 @@
+"""Counts and petition summaries kept in memory per process.
+
+Embeds on busy sites read counts on every page view, so they are never counted
+per request: each process keeps the tallies of the petitions it has been asked
+about, refreshes a petition when a notification says it changed (see events.py),
+and reconciles everything with the database periodically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from databases import Database
+
+from .db import raw_connection
+from .petitions import Counts, get_counts_for
+
+
+@dataclass(frozen=True)
+class PetitionSummary:
+    """What counters, badges and event streams need to know of a petition."""
+
+    id: int
+    slug: str
+    status: str
+    goal: int | None
+    closes_at: datetime | None
+
+    @property
+    def is_public(self) -> bool:
+        return self.status != "draft"
+
+
+@dataclass(frozen=True)
+class CountSnapshot:
+    petition: PetitionSummary
+    counts: Counts
+
+    @property
+    def payload(self) -> dict:
+        return {
+            "slug": self.petition.slug,
+            "count": self.counts.total,
+            "individuals": self.counts.individuals,
+            "organisations": self.counts.organisations,
+            "goal": self.petition.goal,
+            "updated_at": self.counts.updated_at.isoformat() if self.counts.updated_at else None,
+        }
+
+    @property
+    def body(self) -> bytes:
+        return json.dumps(self.payload, separators=(",", ":")).encode()
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.body).hexdigest()[:20] + '"'
+
+
+class CountCache:
+    """Petition summaries by slug and id, and their counts, in this process's memory."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._by_id: dict[int, CountSnapshot] = {}
+        self._slugs: dict[str, int] = {}
+
+    async def by_slug(self, slug: str) -> CountSnapshot | None:
+        petition_id = self._slugs.get(slug)
+        if petition_id is not None and petition_id in self._by_id:
+            return self._by_id[petition_id]
+        summary = await self._load_summary("slug = $1", slug)
+        if summary is None:
+            return None
+        await self.refresh([summary.id], {summary.id: summary})
+        return self._by_id.get(summary.id)
+
+    async def by_id(self, petition_id: int) -> CountSnapshot | None:
+        if petition_id in self._by_id:
+            return self._by_id[petition_id]
+        summary = await self._load_summary("id = $1", petition_id)
+        if summary is None:
+            return None
+        await self.refresh([summary.id], {summary.id: summary})
+        return self._by_id.get(summary.id)
+
+    def cached_ids(self) -> list[int]:
+        return list(self._by_id)
+
+    def forget(self, petition_id: int) -> None:
+        """A petition changed (slug, goal, status): load it afresh when next asked."""
+        snapshot = self._by_id.pop(petition_id, None)
+        if snapshot is not None:
+            self._slugs.pop(snapshot.petition.slug, None)
+
+    async def refresh(
+        self, petition_ids: list[int], summaries: dict[int, PetitionSummary] | None = None
+    ) -> None:
+        """Re-read the tallies of these petitions (one query for all of them)."""
+        known = set(self._by_id) | set(summaries or {})
+        ids = [pid for pid in petition_ids if pid in known]
+        if not ids:
+            return
+        counts = await get_counts_for(self.db, ids)
+        for pid in ids:
+            summary = (summaries or {}).get(pid) or self._by_id[pid].petition
+            self._by_id[pid] = CountSnapshot(summary, counts[pid])
+            self._slugs[summary.slug] = pid
+
+    async def reconcile(self) -> None:
+        """Reload every cached petition's summary and counts from the database."""
+        ids = self.cached_ids()
+        if not ids:
+            return
+        async with raw_connection(self.db) as conn:
+            rows = await conn.fetch(_SUMMARY_SQL + " WHERE id = ANY($1::bigint[])", ids)
+        summaries = {r["id"]: PetitionSummary(**dict(r)) for r in rows}
+        for pid in set(ids) - set(summaries):
+            self.forget(pid)
+        for pid, summary in summaries.items():
+            old = self._by_id.get(pid)
+            if old is not None and old.petition.slug != summary.slug:
+                self._slugs.pop(old.petition.slug, None)
+        await self.refresh(list(summaries), summaries)
+
+    async def _load_summary(self, where: str, value) -> PetitionSummary | None:
+        async with raw_connection(self.db) as conn:
+            row = await conn.fetchrow(f"{_SUMMARY_SQL} WHERE {where}", value)
+        return PetitionSummary(**dict(row)) if row else None
+
+
+_SUMMARY_SQL = "SELECT id, slug, status, goal, closes_at FROM petitions"

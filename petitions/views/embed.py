@@ -1,0 +1,36 @@
+"""Pages for other sites: the embed page (made for an iframe) and embed.js."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from ..paths import STATIC_DIR
+from .public import load_petition, render_petition_form
+from .signing import handle_sign
+
+
+async def embed(request: Request) -> Response:
+    """GET: counter and (unless ?form=0) the sign form. POST: sign from inside the iframe."""
+    if request.method == "POST":
+        return await handle_sign(request, embedded=True)
+    petition = await load_petition(request)
+    ref = request.query_params.get("ref", "")[:64]
+    return await render_petition_form(
+        request,
+        petition,
+        {"ref": ref or "embed"},
+        {},
+        200,
+        template="embed.html",
+        show_form=request.query_params.get("form") != "0",
+        signed=request.query_params.get("signed") == "1",
+    )
+
+
+async def embed_js(request: Request) -> Response:
+    return FileResponse(
+        STATIC_DIR / "embed.js",
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+    )

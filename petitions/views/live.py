@@ -1,0 +1,108 @@
+"""Live and cacheable views for other sites: count.json, the SSE stream, the badge."""
+
+from __future__ import annotations
+
+import asyncio
+from xml.sax.saxutils import escape
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..counters import CountSnapshot
+from ..events import CLOSE, LiveEvent, TooManySubscribers
+
+KEEPALIVE_SECONDS = 15.0
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
+
+
+async def petition_snapshot(request: Request) -> CountSnapshot:
+    """The petition's summary and counts from this process's memory (404 for drafts)."""
+    snapshot = await request.app.state.live.counts.by_slug(request.path_params["slug"])
+    if snapshot is None or not snapshot.petition.is_public:
+        raise HTTPException(404, "There is no petition at this address.")
+    return snapshot
+
+
+def _cached(request: Request, body: bytes, etag: str, media_type: str, max_age: int) -> Response:
+    headers = {
+        **CORS,
+        "ETag": etag,
+        "Cache-Control": f"public, max-age={max_age}, stale-while-revalidate={max_age * 3}",
+    }
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+async def count_json(request: Request) -> Response:
+    snapshot = await petition_snapshot(request)
+    return _cached(request, snapshot.body, snapshot.etag, "application/json", 10)
+
+
+async def badge_svg(request: Request) -> Response:
+    snapshot = await petition_snapshot(request)
+    body = badge(snapshot).encode()
+    return _cached(request, body, snapshot.etag[:-1] + '-svg"', "image/svg+xml", 60)
+
+
+def badge(snapshot: CountSnapshot) -> str:
+    """A flat two-part badge: "signatures" | "1,234 of 5,000"."""
+    count = f"{snapshot.counts.total:,}"
+    value = f"{count} of {snapshot.petition.goal:,}" if snapshot.petition.goal else count
+    label = "signatures"
+    left = 10 + 7 * len(label)
+    right = 10 + 7 * len(value)
+    width = left + right
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img" '
+        f'aria-label="{label}: {escape(value)}"><title>{label}: {escape(value)}</title>'
+        f'<rect width="{left}" height="20" rx="3" fill="#1d1d1f"/>'
+        f'<rect x="{left}" width="{right}" height="20" rx="3" fill="#b3261e"/>'
+        f'<rect x="{left}" width="4" height="20" fill="#b3261e"/>'
+        f'<g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11" '
+        f'text-anchor="middle">'
+        f'<text x="{left / 2}" y="14">{label}</text>'
+        f'<text x="{left + right / 2}" y="14">{escape(value)}</text></g></svg>'
+    )
+
+
+async def events(request: Request) -> Response:
+    """Server-Sent Events: `signature` and `count` events for one petition."""
+    snapshot = await petition_snapshot(request)
+    live = request.app.state.live
+    last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if last_id is not None and (not last_id.isdigit() or len(last_id) > 18):
+        raise HTTPException(400, "Last-Event-ID must be an event id from this stream.")
+    try:
+        sub = live.subscribe(snapshot.petition.id)  # before the replay, so nothing slips between
+    except TooManySubscribers:
+        raise HTTPException(
+            503, "Too many live connections; the page still works without."
+        ) from None
+
+    async def stream():
+        try:
+            yield "retry: 5000\n\n"
+            if last_id is not None:
+                for event in await live.replay(snapshot.petition.id, int(last_id)):
+                    yield event.encode()
+            current = await live.counts.by_id(snapshot.petition.id)
+            yield LiveEvent("count", (current or snapshot).payload).encode()
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if event is CLOSE:
+                    return
+                yield event.encode()
+        finally:
+            live.unsubscribe(sub)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={**CORS, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,193 @@
+"""Live lists and counters: events across processes, replay, exact counts, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from conftest import SECRET, add_signature, count_is, eventually, make_petition
+from livekit import event_stream, serving
+
+from petitions.app import create_app
+from petitions.db import asyncpg_dsn, ensure_database, start_embedded_server, with_database_name
+from petitions.migrations import migrate
+from petitions.settings import load_settings
+
+
+def verify_url(app, row) -> str:
+    return "/verify/" + app.state.tokens.signature_link("verify", row["public_id"])
+
+
+async def test_a_signature_verified_through_one_process_appears_on_the_other(settings, conn):
+    await make_petition(conn)
+    first = create_app(settings, run_outbox_worker=False)
+    second = create_app(settings, run_outbox_worker=False)
+    async with serving(first) as base_a, serving(second) as base_b:
+        async with event_stream(base_b) as stream:
+            initial = await stream.next()
+            assert initial.kind == "count" and initial.data["count"] == 0
+            row = await add_signature(conn, 1, status="pending", name="Farhad Public", country="DE")
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(base_a + verify_url(first, row))).status_code == 200
+            event = await stream.until(lambda e: e.kind == "signature")
+            assert event.data["name"] == "Farhad Public"
+            assert event.data["id"] == str(row["public_id"])
+            assert "email" not in event.data and event.id
+            count = await stream.until(lambda e: e.kind == "count")
+            assert count.data["count"] == 1
+            # Withdrawal reaches the stream too, and the count follows.
+            await conn.execute(
+                "UPDATE signatures SET status = 'withdrawn' WHERE id = $1", row["id"]
+            )
+            gone = await stream.until(lambda e: e.kind == "signature")
+            assert gone.data == {"id": str(row["public_id"]), "removed": True}
+            assert (await stream.until(lambda e: e.kind == "count")).data["count"] == 0
+
+
+async def test_display_choices_hold_in_the_stream(settings, conn):
+    await make_petition(conn)
+    app = create_app(settings, run_outbox_worker=False)
+    async with serving(app) as base, event_stream(base) as stream:
+        await stream.next()
+        hidden = await add_signature(
+            conn, 1, status="pending", name="Anon Person", display="anonymous"
+        )
+        initials = await add_signature(
+            conn, 1, status="pending", name="Reza Tehrani", display="initials", occupation="Driver"
+        )
+        await conn.execute(
+            "UPDATE signatures SET status = 'verified', verified_at = now() WHERE id = $1",
+            hidden["id"],
+        )
+        await conn.execute(
+            "UPDATE signatures SET status = 'verified', verified_at = now() WHERE id = $1",
+            initials["id"],
+        )
+        event = await stream.until(lambda e: e.kind == "signature")
+        assert event.data["initials"] == "R.T." and "name" not in event.data
+        assert await stream.until(lambda e: e.kind == "count" and e.data["count"] == 2)
+        assert str(hidden["public_id"]) not in str(event.data)
+
+
+async def test_last_event_id_replays_what_a_client_missed(settings, conn):
+    await make_petition(conn)
+    rows = [await add_signature(conn, 1, status="pending", name=f"Signer {i}") for i in range(4)]
+    app = create_app(settings, run_outbox_worker=False)
+    async with serving(app) as base, httpx.AsyncClient() as http:
+        async with event_stream(base) as stream:
+            await http.get(base + verify_url(app, rows[0]))
+            seen = await stream.until(lambda e: e.kind == "signature")
+            assert seen.data["name"] == "Signer 0"
+        # Disconnected: three more are confirmed.
+        for row in rows[1:]:
+            await http.get(base + verify_url(app, row))
+        async with event_stream(base, headers={"Last-Event-ID": seen.id}) as stream:
+            names = []
+            while len(set(names) - {"Signer 0"}) < 3:
+                event = await stream.next()
+                if event.kind == "signature":
+                    names.append(event.data["name"])
+            assert [n for n in names if n != "Signer 0"] == ["Signer 1", "Signer 2", "Signer 3"]
+        for bad in ("abc", "-1", "9" * 40):
+            response = await http.get(
+                f"{base}/p/release-them/events", headers={"Last-Event-ID": bad}
+            )
+            assert response.status_code == 400
+
+
+async def test_disconnected_clients_are_released_at_once(settings, conn):
+    await make_petition(conn)
+    app = create_app(settings, run_outbox_worker=False)
+    async with serving(app) as base:
+        live = app.state.live
+        async with event_stream(base) as stream:
+            await stream.next()
+            assert live.subscriber_count == 1
+
+        async def released():
+            return live.subscriber_count == 0
+
+        assert await eventually(released, 5)
+
+
+async def test_keepalive_comments(settings, conn, monkeypatch):
+    from petitions.views import live as live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_SECONDS", 0.1)
+    await make_petition(conn)
+    app = create_app(settings, run_outbox_worker=False)
+    async with serving(app) as base, event_stream(base) as stream:
+        await stream.next()
+        with pytest.raises(TimeoutError):
+            await stream.next(0.5)
+        assert ": keep-alive" in stream.comments
+
+
+async def test_a_thousand_parallel_verifications_leave_the_counter_exact(app, client, conn):
+    await make_petition(conn)
+    await conn.executemany(
+        "INSERT INTO signatures (petition_id, kind, name, email, email_hash, country) "
+        "VALUES (1, 'individual', $1, $2, $3, $4)",
+        [
+            (f"P {i}", f"p{i}@example.org", i.to_bytes(32, "big"), ("DE", "IR", "BR", "ZA")[i % 4])
+            for i in range(1000)
+        ],
+    )
+    assert (await client.get("/p/release-them/count.json")).json()["count"] == 0  # now cached
+    ids = [r["public_id"] for r in await conn.fetch("SELECT public_id FROM signatures")]
+    responses = await asyncio.gather(
+        *(client.get("/verify/" + app.state.tokens.signature_link("verify", i)) for i in ids)
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert await count_is(client, 1000)
+    assert await conn.fetchval("SELECT sum(n) FROM signature_tallies") == 1000
+    assert await conn.fetchval("SELECT count(*) FROM signatures WHERE status = 'verified'") == 1000
+    page = (await client.get("/p/release-them")).text
+    assert "1,000" in page and "Iran" in page
+
+
+async def test_the_listener_survives_a_database_restart(tmp_path):
+    """A private PostgreSQL, restarted under a live stream: events flow again afterwards."""
+    server = start_embedded_server(Path(tempfile.mkdtemp(prefix="petitions-restart-")))
+    try:
+        await ensure_database(server.get_uri(), "petitions")
+        url = with_database_name(server.get_uri(), "petitions")
+        await migrate(url)
+        settings = load_settings(
+            {"DATABASE_URL": url, "SECRET_KEY": SECRET, "DATA_DIR": str(tmp_path)}, env_file=None
+        )
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        await make_petition(conn)
+        row = await add_signature(conn, 1, status="pending", name="After Restart")
+        await conn.close()
+        app = create_app(settings, run_outbox_worker=False)
+        async with serving(app) as base, event_stream(base) as stream:
+            await stream.next()
+            assert app.state.live.connected.is_set()
+            await asyncio.to_thread(_restart, server)
+
+            async def reconnected():
+                return app.state.live.connections >= 2 and app.state.live.connected.is_set()
+
+            assert await eventually(reconnected, 30)
+            conn = await asyncpg.connect(asyncpg_dsn(url))
+            await conn.execute(
+                "UPDATE signatures SET status = 'verified', verified_at = now() WHERE id = $1",
+                row["id"],
+            )
+            await conn.close()
+            event = await stream.until(lambda e: e.kind == "signature", 20)
+            assert event.data["name"] == "After Restart"
+            assert (await stream.until(lambda e: e.kind == "count", 20)).data["count"] == 1
+    finally:
+        server.cleanup()
+
+
+def _restart(server) -> None:
+    from pgserver._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
