@@ -1,7 +1,8 @@
 """Load benchmarks against a real `petitions serve`, driven by wrk on loopback.
 
     python bench/run.py sign [--duration 20] [--connections 64] [--workers 1]
-    python bench/run.py page|count [...]
+    python bench/run.py verify [...]   (signs first, then confirms those signatures)
+    python bench/run.py page|count|list [...]
 
 Starts its own server on the embedded PostgreSQL in a temporary DATA_DIR (with
 the demo petition), unless --base points at a running one. Needs `wrk`
@@ -67,9 +68,37 @@ def form_token(base: str) -> str:
     return re.search(r'name="form_token" value="([^"]+)"', page).group(1)
 
 
+def write_verify_paths(data_dir: str, path: Path) -> None:
+    """Confirmation links for every pending signature, as the emails would carry them."""
+    import asyncio
+
+    import asyncpg
+
+    from petitions.db import asyncpg_dsn, database_url_for
+    from petitions.settings import load_settings
+    from petitions.tokens import Tokens
+
+    settings = load_settings({"DATA_DIR": data_dir}, env_file=None)
+    tokens = Tokens(settings.secret_key)
+
+    async def fetch(url: str) -> list:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            return await conn.fetch("SELECT public_id FROM signatures WHERE status = 'pending'")
+        finally:
+            await conn.close()
+
+    with database_url_for(settings) as url:
+        rows = asyncio.run(fetch(url))
+    path.write_text(
+        "".join(f"/verify/{tokens.signature_link('verify', r['public_id'])}\n" for r in rows)
+    )
+    print(f"{len(rows):,} pending signatures to confirm", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=("sign", "page", "count"))
+    parser.add_argument("scenario", choices=("sign", "verify", "page", "count", "list"))
     parser.add_argument("--base", help="a running server (default: start one)")
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--connections", type=int, default=64)
@@ -83,6 +112,8 @@ def main() -> None:
     base = args.base
     if base is None:
         server, base, data_dir = start_server(args.workers)
+    elif args.scenario == "verify":
+        sys.exit("verify needs its own server (it reads the pending signatures from its database)")
     try:
         wrk = [
             "wrk",
@@ -95,6 +126,17 @@ def main() -> None:
         if args.scenario == "sign":
             env.update(SLUG=SLUG, FORM_TOKEN=form_token(base), RUN=secrets.token_hex(4))
             command = wrk + ["-s", str(HERE / "sign.lua"), base]
+        elif args.scenario == "verify":
+            env.update(SLUG=SLUG, FORM_TOKEN=form_token(base), RUN=secrets.token_hex(4))
+            print("signing first, to have signatures to confirm", flush=True)
+            sign = wrk + ["-s", str(HERE / "sign.lua"), base]
+            subprocess.run(sign, env=env, check=True, stdout=subprocess.DEVNULL)
+            tokens = Path(data_dir) / "verify-paths.txt"
+            write_verify_paths(data_dir, tokens)
+            env.update(TOKENS=str(tokens))
+            command = wrk + ["-s", str(HERE / "verify.lua"), base]
+        elif args.scenario == "list":
+            command = wrk + [f"{base}/p/{SLUG}/signatures.json"]
         elif args.scenario == "page":
             command = wrk + [f"{base}/p/{SLUG}"]
         else:

@@ -16,15 +16,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import outbox
+from .auth import AdminSessions, session_key
 from .db import open_database
 from .events import LiveHub
 from .mail import Mailer
 from .paths import STATIC_DIR
-from .security import BodySizeLimit, SecurityHeaders
+from .security import ADMIN_MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders
 from .settings import Settings
 from .templating import make_templates
 from .tokens import Tokens
 from .views import embed, live, public, signing
+from .views.admin import admin_routes
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ ERROR_TITLES = {
     405: "Method not allowed",
     403: "Not allowed",
     413: "Too much data",
+    429: "Too many attempts",
     501: "Not available yet",
     503: "Busy",
 }
@@ -88,12 +91,22 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
         Route("/p/{slug}/events", live.events, name="events"),
         Route("/p/{slug}/embed", embed.embed, methods=["GET", "POST"], name="embed"),
         Route("/embed.js", embed.embed_js, name="embed_js"),
+        Route("/favicon.ico", public.favicon, name="favicon"),
+        *admin_routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders), Middleware(BodySizeLimit)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(BodySizeLimit, larger={"/admin/": ADMIN_MAX_BODY_BYTES}),
+            Middleware(
+                AdminSessions,
+                secret_key=session_key(settings.secret_key),
+                https_only=settings.base_url.startswith("https://"),
+            ),
+        ],
         exception_handlers={
             HTTPException: http_error,
             ClientDisconnect: client_gone,

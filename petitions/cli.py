@@ -1,4 +1,4 @@
-"""The `petitions` command: serve, migrate, demo, create-admin."""
+"""The `petitions` command: serve, migrate, worker, demo, create-admin, export."""
 
 from __future__ import annotations
 
@@ -79,6 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument("--role", choices=("owner", "editor"), default="owner")
     admin.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     admin.set_defaults(command=cmd_create_admin)
+
+    export = commands.add_parser("export", help="write a petition's signatures as CSV")
+    export.add_argument("slug", help="the petition's address, as in /p/SLUG")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="the file (default: standard output)"
+    )
+    export.add_argument(
+        "--status",
+        default="verified",
+        help="verified (the default), all, pending, held, rejected or withdrawn",
+    )
+    export.add_argument("--kind", default="", help="individual or organisation (default: both)")
+    export.add_argument("--country", default="", metavar="CC", help="one country, such as IR")
+    export.add_argument(
+        "--since", default="", metavar="DATE", help="confirmed on or after, such as 2025-05-01"
+    )
+    export.add_argument(
+        "--bom", action="store_true", help="start with a byte-order mark, for Excel"
+    )
+    export.set_defaults(command=cmd_export)
     return parser
 
 
@@ -101,6 +121,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                  "DATABASE_URL" if settings.database_url else settings.data_dir)  # fmt: skip
         options = dict(host=args.host, port=args.port, log_level=settings.log_level.lower(),
                        access_log=settings.log_level == "DEBUG",
+                       # Event streams never end by themselves: cut them off on shutdown.
+                       timeout_graceful_shutdown=5,
                        proxy_headers=bool(settings.trusted_proxies),
                        forwarded_allow_ips=",".join(settings.trusted_proxies) or None)  # fmt: skip
         if args.workers == 1:
@@ -200,6 +222,39 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
             print(f"petitions: {error}", file=sys.stderr)
             return 2
     print(f"{'created' if created else 'updated'} {args.role} {args.email.strip()}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from .export import BadExport, ExportFilter, export_to_file
+
+    try:
+        filters = ExportFilter.parse(
+            {"status": args.status, "kind": args.kind, "country": args.country, "since": args.since}
+        )
+    except BadExport as error:
+        print(f"petitions: {error}", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output and args.output != "-" else None
+    progress = sys.stderr if sys.stderr.isatty() and (output or not sys.stdout.isatty()) else None
+    with database_url_for(settings) as url:
+        asyncio.run(migrate(url))
+        try:
+            rows = asyncio.run(
+                export_to_file(url, args.slug, filters, output, bom=args.bom, progress=progress)
+            )
+        except LookupError as error:
+            print(f"petitions: {error}", file=sys.stderr)
+            return 1
+        except OSError as error:
+            print(
+                f"petitions: cannot write {output or 'standard output'}: {error}", file=sys.stderr
+            )
+            return 1
+    if output is not None:
+        print(f"wrote {rows:,} signatures to {output}", file=sys.stderr)
     return 0
 
 

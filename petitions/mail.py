@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import make_msgid, parseaddr
 
 import asyncpg
 import jinja2
+from markupsafe import Markup
 
+from .markdown import render_markdown
 from .paths import TEMPLATES_DIR
 from .petitions import Petition, fetch_petition_by_id
 from .settings import Settings
@@ -88,6 +90,33 @@ class Mailer:
             name=name,
             organisation=organisation,
             petition_url=f"{self.settings.base_url}/p/{petition.slug}",
+        )
+
+    @property
+    def message_id_domain(self) -> str:
+        return self._msgid_domain
+
+    def update(
+        self, petition: Petition, recipient: str, subject: str, body: str, unsubscribe_url: str
+    ) -> OutgoingMessage:
+        """An update to signers: the Markdown as text, rendered as HTML, with one-click
+        unsubscribing (RFC 8058) in its headers."""
+        message = self._compose(
+            "update",
+            recipient,
+            subject,
+            petition=petition,
+            body=body,
+            body_html=Markup(render_markdown(body)),
+            unsubscribe_url=unsubscribe_url,
+            petition_url=f"{self.settings.base_url}/p/{petition.slug}",
+        )
+        return replace(
+            message,
+            headers={
+                "List-Unsubscribe": f"<{unsubscribe_url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
         )
 
     async def petition_for_mail(self, conn: asyncpg.Connection, petition_id: int) -> Petition:

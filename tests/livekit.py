@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 import uvicorn
+
 from conftest import free_port
 
 
@@ -17,7 +18,14 @@ async def serving(app):
     """Serve `app` with uvicorn on a loopback port (its lifespan included); yield the base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="on",
+            log_level="warning",
+            timeout_graceful_shutdown=2,  # open event streams would otherwise hold it up
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -6,7 +6,6 @@ import re
 from xml.etree import ElementTree
 
 from conftest import add_signature, count_is, make_petition
-
 from petitions.paths import STATIC_DIR
 
 

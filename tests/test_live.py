@@ -9,9 +9,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+
 from conftest import SECRET, add_signature, count_is, eventually, make_petition
 from livekit import event_stream, serving
-
 from petitions.app import create_app
 from petitions.db import asyncpg_dsn, ensure_database, start_embedded_server, with_database_name
 from petitions.migrations import migrate

@@ -19,7 +19,6 @@ from petitions.paths import MIGRATIONS_DIR
 async def empty_db_url(pg_server_url):
     """A database with nothing in it, not even the schema."""
     from conftest import _admin_execute
-
     from petitions.db import with_database_name
 
     name = "petitions_empty_" + __import__("uuid").uuid4().hex[:10]

@@ -8,7 +8,6 @@ from dataclasses import replace
 from email.utils import make_msgid
 
 from conftest import MailServer, free_port
-
 from petitions.db import open_database
 from petitions.outbox import RetryPolicy, deliver_due, run_outbox_worker
 

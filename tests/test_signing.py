@@ -7,8 +7,8 @@ import re
 import time
 
 import pytest
-from conftest import count_is, make_petition
 
+from conftest import count_is, make_petition
 from petitions.outbox import deliver_due
 
 INDIVIDUAL = {

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 
-from ..petitions import Counts, Petition, get_counts, get_petition, list_public_petitions
-from ..signatories import BadListRequest, Cursor, ListFilter, list_signatories
+from ..paths import STATIC_DIR
+from ..petitions import (
+    Counts,
+    Petition,
+    get_counts,
+    get_petition,
+    list_public_petitions,
+    statement_history,
+)
+from ..signatories import BadListRequest, Cursor, ListFilter, ListTooSlow, list_signatories
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -65,6 +73,8 @@ async def render_petition_form(
         "form_token": request.app.state.tokens.make("sign-form", petition.slug),
         **extra,
     }
+    if template == "petition.html" and petition.version > 1:
+        context["versions"] = await statement_history(db, petition.id)
     return render(request, template, context, status_code)
 
 
@@ -87,11 +97,20 @@ def _list_request(request: Request) -> tuple[ListFilter, Cursor | None, int]:
     return filters, after, int(limit_text)
 
 
+async def _list(db, petition_id, filters, after, limit):
+    try:
+        return await list_signatories(db, petition_id, filters, after, limit)
+    except ListTooSlow:
+        raise HTTPException(
+            503, "That search matches too many signatures to list now. Add another word."
+        ) from None
+
+
 async def signatures_page(request: Request) -> Response:
     petition = await load_petition(request)
     filters, after, limit = _list_request(request)
     db = request.app.state.db
-    entries, next_cursor = await list_signatories(db, petition.id, filters, after, limit)
+    entries, next_cursor = await _list(db, petition.id, filters, after, limit)
     counts = await live_counts(request, petition.id)
     next_url = (
         str(request.url.include_query_params(after=next_cursor.encode())) if next_cursor else None
@@ -113,9 +132,7 @@ async def signatures_page(request: Request) -> Response:
 async def signatures_json(request: Request) -> Response:
     petition = await load_petition(request)
     filters, after, limit = _list_request(request)
-    entries, next_cursor = await list_signatories(
-        request.app.state.db, petition.id, filters, after, limit
-    )
+    entries, next_cursor = await _list(request.app.state.db, petition.id, filters, after, limit)
     next_url = (
         str(request.url.include_query_params(after=next_cursor.encode())) if next_cursor else None
     )
@@ -131,3 +148,11 @@ async def healthz(request: Request) -> Response:
     except Exception as error:  # any failure to reach the database is "unhealthy"
         return JSONResponse({"status": "unavailable", "database": type(error).__name__}, 503)
     return JSONResponse({"status": "ok", "database": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def favicon(request: Request) -> Response:
+    return FileResponse(
+        STATIC_DIR / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )

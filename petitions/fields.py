@@ -1,0 +1,203 @@
+"""Checking the values of admin forms and query strings: text, whole numbers, times, choices.
+
+A `FieldReader` collects one message per bad field instead of stopping at the
+first, so a form comes back with every problem marked at once. Nothing here
+knows about HTTP: it reads any mapping of names to strings.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+# C0 controls (but tab and newline where multi-line text is allowed), DEL, C1
+# controls, bidirectional overrides and Unicode non-characters.
+_FORBIDDEN = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufffe\uffff]"
+)
+_FORBIDDEN_IN_LINE = re.compile(r"[\t\n\r]")
+
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 2100
+
+
+class BadValue(ValueError):
+    """A malformed query or form value; the message is safe to show."""
+
+
+class FieldErrors(Exception):
+    """Bad form values: field name -> a message that is safe to show."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def has_forbidden_characters(value: str, multiline: bool = False) -> bool:
+    if _FORBIDDEN.search(value):
+        return True
+    return not multiline and bool(_FORBIDDEN_IN_LINE.search(value))
+
+
+class FieldReader:
+    """Reads named values from a form or query string, noting a message per bad one."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = values
+        self.errors: dict[str, str] = {}
+
+    def raw(self, name: str) -> str:
+        value = self.values.get(name)
+        return value if isinstance(value, str) else ""
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, message)
+
+    def check(self) -> None:
+        if self.errors:
+            raise FieldErrors(dict(self.errors))
+
+    def text(
+        self,
+        name: str,
+        label: str,
+        limit: int,
+        *,
+        required: bool = False,
+        multiline: bool = False,
+        markdown: bool = False,
+    ) -> str:
+        """Trimmed, NFC text; one-line text has its runs of white space folded.
+
+        Markdown keeps its white space as typed (indentation means something
+        there); only line endings are made uniform.
+        """
+        raw = self.raw(name)
+        if has_forbidden_characters(raw.replace("\r", "").replace("\t", " "), multiline=True):
+            self.fail(name, f"{label} contains characters that are not allowed.")
+            return ""
+        text = unicodedata.normalize("NFC", raw)
+        if markdown or multiline:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if markdown:
+            text = text.strip("\n").rstrip()
+        elif multiline:
+            text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
+            text = re.sub(r"\n{3,}", "\n\n", text).strip()
+        else:
+            text = " ".join(text.split())
+        if not text:
+            if required:
+                self.fail(name, f"{label} is required.")
+            return ""
+        if len(text) > limit:
+            self.fail(name, f"{label} must be at most {limit:,} characters (it has {len(text):,}).")
+            return ""
+        return text
+
+    def lines(self, name: str, label: str, max_lines: int, line_limit: int) -> tuple[str, ...]:
+        """Non-empty lines of a text area, one item each (such as the demands)."""
+        text = self.text(name, label, max_lines * (line_limit + 1), multiline=True)
+        items = tuple(line.strip() for line in text.split("\n") if line.strip())
+        if len(items) > max_lines:
+            self.fail(name, f"{label}: at most {max_lines} lines (there are {len(items)}).")
+            return ()
+        for item in items:
+            if len(item) > line_limit:
+                self.fail(name, f"{label}: each line may have at most {line_limit} characters.")
+                return ()
+        return items
+
+    def integer(
+        self, name: str, label: str, low: int, high: int, *, required: bool = False
+    ) -> int | None:
+        raw = re.sub(r"[\s,_]", "", self.raw(name))
+        if not raw:
+            if required:
+                self.fail(name, f"{label} is required.")
+            return None
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+            self.fail(name, f"{label} must be a whole number from {low:,} to {high:,}.")
+            return None
+        value = int(raw)
+        if not low <= value <= high:
+            self.fail(name, f"{label} must be a whole number from {low:,} to {high:,}.")
+            return None
+        return value
+
+    def moment(self, name: str, label: str) -> datetime | None:
+        """A date (midnight) or a date and time; without a time zone it is UTC."""
+        raw = self.raw(name).strip()
+        if not raw:
+            return None
+        value = parse_moment(raw)
+        if value is None:
+            self.fail(
+                name,
+                f"{label} must be a date such as 2025-05-01, or a date and time such as "
+                "2025-05-01T18:00 (UTC).",
+            )
+        return value
+
+    def choice(self, name: str, label: str, choices: Collection[str], default: str = "") -> str:
+        value = self.raw(name).strip() or default
+        if value not in choices:
+            self.fail(name, f"Choose {label} from the list.")
+            return default
+        return value
+
+    def flag(self, name: str) -> bool:
+        return self.raw(name) in ("1", "on", "yes", "true")
+
+
+def parse_moment(raw: str) -> datetime | None:
+    """`2025-05-01`, `2025-05-01T18:00`, `2025-05-01 18:00:00+02:00` -> an aware datetime."""
+    if len(raw) > 40 or not raw.isascii() or has_forbidden_characters(raw):
+        return None
+    try:
+        if len(raw) == 10:
+            value = datetime.combine(date.fromisoformat(raw), time(0), UTC)
+        else:
+            value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        return None
+    return value.astimezone(UTC)
+
+
+MAX_BIGINT_DIGITS = 18  # fits a PostgreSQL bigint whatever the digits
+
+
+def parse_row_id(raw: object) -> int | None:
+    """A row id from a path or form, or None when it is not one."""
+    if not isinstance(raw, str) or not raw.isascii() or not raw.isdigit():
+        return None
+    if len(raw) > MAX_BIGINT_DIGITS:
+        return None
+    return int(raw)
+
+
+def parse_ids(values: Sequence[object], max_ids: int = 500) -> list[int]:
+    """Row ids chosen with checkboxes: distinct, sorted, at most `max_ids`."""
+    ids = [parse_row_id(v) for v in values]
+    if any(i is None for i in ids):
+        raise BadValue("The chosen rows could not be read.")
+    if len(ids) > max_ids:
+        raise BadValue(f"Choose at most {max_ids} at a time.")
+    return sorted(set(ids))  # type: ignore[arg-type]
+
+
+def parse_after(raw: object) -> int | None:
+    """The `after` cursor of pages ordered by row id, newest first."""
+    if raw is None or raw == "":
+        return None
+    value = parse_row_id(raw)
+    if value is None:
+        raise BadValue("The page cursor `after` is not valid.")
+    return value

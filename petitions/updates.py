@@ -1,0 +1,209 @@
+"""Updates to signers: written by the campaign, previewed, tried on oneself, then queued.
+
+An update goes to every verified signature whose signer asked for updates, one
+email per address (a person who signed for two organisations gets one copy).
+Each copy is an outbox row written in the same transaction as the update, with
+its own unsubscribe link and the RFC 8058 one-click headers; the unique index
+`outbox_one_update_per_signature` keeps any signature from getting an update twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from databases import Database
+
+from . import audit
+from .db import raw_connection
+from .fields import FieldReader
+from .keys import derive_key
+from .mail import Mailer
+from .petitions import Petition
+
+MAX_SUBJECT = 200
+MAX_BODY = 50_000
+BATCH = 5_000  # recipients per INSERT; their tokens are signed in a worker thread meanwhile
+
+_RECIPIENTS = """
+SELECT DISTINCT ON (email) id, public_id
+  FROM signatures
+ WHERE petition_id = $1 AND status = 'verified' AND updates AND email IS NOT NULL
+ ORDER BY email, id
+"""
+
+_QUEUE_BATCH = """
+INSERT INTO outbox (purpose, recipient, subject, body_text, body_html, headers, message_id,
+                    signature_id, update_id)
+SELECT 'update', s.email, $3,
+       replace($4, $6, t.token), replace($5, $6, t.token),
+       jsonb_build_object('List-Unsubscribe', '<' || $7 || t.token || '>',
+                          'List-Unsubscribe-Post', 'List-Unsubscribe=One-Click'),
+       '<' || gen_random_uuid()::text || '@' || $8 || '>',
+       s.id, $2
+  FROM unnest($1::bigint[], $9::text[]) AS t(id, token)
+  JOIN signatures s ON s.id = t.id
+ WHERE s.status = 'verified' AND s.updates AND s.email IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+
+class DuplicateUpdate(Exception):
+    """This very update (same subject and text) was already sent."""
+
+
+@dataclass(frozen=True)
+class UpdateDraft:
+    subject: str
+    body: str
+
+
+def read_update(values: Mapping[str, object]) -> UpdateDraft:
+    reader = FieldReader(values)
+    subject = reader.text("subject", "The subject", MAX_SUBJECT, required=True)
+    body = reader.text("body", "The message", MAX_BODY, required=True, markdown=True)
+    reader.check()
+    return UpdateDraft(subject, body)
+
+
+def confirmation(secret_key: str, petition_id: int, draft: UpdateDraft) -> str:
+    """Ties a send to the exact text that was previewed."""
+    key = derive_key(secret_key, "update-confirmation")
+    message = f"{petition_id}\x00{draft.subject}\x00{draft.body}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def confirmation_valid(
+    secret_key: str, petition_id: int, draft: UpdateDraft, token: object
+) -> bool:
+    return isinstance(token, str) and hmac.compare_digest(
+        token.encode(), confirmation(secret_key, petition_id, draft).encode()
+    )
+
+
+async def count_recipients(db: Database, petition_id: int) -> int:
+    async with raw_connection(db) as conn:
+        return await conn.fetchval(f"SELECT count(*) FROM ({_RECIPIENTS}) r", petition_id)
+
+
+def preview(mailer: Mailer, petition: Petition, draft: UpdateDraft, recipient: str):
+    """The message as a signer would get it (with a link that unsubscribes no one)."""
+    return mailer.update(
+        petition, recipient, draft.subject, draft.body, _test_unsubscribe_url(mailer)
+    )
+
+
+def _test_unsubscribe_url(mailer: Mailer) -> str:
+    return f"{mailer.settings.base_url}/unsubscribe/test-only"
+
+
+async def send_test(
+    db: Database, mailer: Mailer, petition: Petition, draft: UpdateDraft, admin_id: int, email: str
+) -> None:
+    """Queue the update to the admin alone (purpose `test`)."""
+    message = preview(mailer, petition, draft, email)
+    message = replace(message, subject=f"[Test] {draft.subject}")
+    async with raw_connection(db) as conn, conn.transaction():
+        await mailer.enqueue(conn, message, "test")
+        await audit.record(
+            conn, admin_id, "update.test", petition_id=petition.id,
+            details={"subject": draft.subject, "to": email},
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SentUpdate:
+    update_id: int
+    recipients: int
+
+
+async def send_update(
+    db: Database, mailer: Mailer, petition: Petition, draft: UpdateDraft, admin_id: int
+) -> SentUpdate:
+    """Store the update and queue one email per consenting verified signer, all in one
+    transaction. DuplicateUpdate when the same text went out before."""
+    placeholder = f"UNSUBSCRIBE-{secrets.token_hex(16)}"
+    unsubscribe_base = f"{mailer.settings.base_url}/unsubscribe/"
+    template = mailer.update(
+        petition, "nobody@example.org", draft.subject, draft.body, unsubscribe_base + placeholder
+    )
+    tokens = mailer.tokens
+
+    def sign(public_ids: list) -> list[str]:
+        return [tokens.signature_link("unsubscribe", public_id) for public_id in public_ids]
+
+    async with raw_connection(db) as conn, conn.transaction():
+        # One send at a time per petition, so a double click cannot send twice.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('petitions/update'), $1::int)", petition.id
+        )
+        already = await conn.fetchval(
+            "SELECT 1 FROM petition_updates WHERE petition_id = $1 AND subject = $2 AND body = $3",
+            petition.id,
+            draft.subject,
+            draft.body,
+        )
+        if already:
+            raise DuplicateUpdate
+        update_id = await conn.fetchval(
+            """
+            INSERT INTO petition_updates (petition_id, subject, body, created_by, sent_at)
+            VALUES ($1, $2, $3, $4, now()) RETURNING id
+            """,
+            petition.id, draft.subject, draft.body, admin_id,
+        )  # fmt: skip
+        queued = 0
+        cursor = await conn.cursor(_RECIPIENTS, petition.id)
+        while batch := await cursor.fetch(BATCH):
+            ids = [r["id"] for r in batch]
+            signed = await asyncio.to_thread(sign, [r["public_id"] for r in batch])
+            status = await conn.execute(
+                _QUEUE_BATCH,
+                ids, update_id, draft.subject, template.text, template.html, placeholder,
+                unsubscribe_base, mailer.message_id_domain, signed,
+            )  # fmt: skip
+            queued += int(status.rsplit(" ", 1)[1])
+        await audit.record(
+            conn, admin_id, "update.send", petition_id=petition.id,
+            details={"update_id": update_id, "subject": draft.subject, "recipients": queued},
+        )  # fmt: skip
+    return SentUpdate(update_id, queued)
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    id: int
+    subject: str
+    body: str
+    author: str | None
+    created_at: datetime
+    recipients: int
+    waiting: int
+    sent: int
+    failed: int
+
+
+async def list_updates(db: Database, petition_id: int) -> list[UpdateSummary]:
+    async with raw_connection(db) as conn:
+        rows = await conn.fetch(
+            """
+            SELECT u.id, u.subject, u.body, a.email AS author, u.created_at,
+                   count(o.id) AS recipients,
+                   count(o.id) FILTER (WHERE o.status = 'waiting') AS waiting,
+                   count(o.id) FILTER (WHERE o.status = 'sent') AS sent,
+                   count(o.id) FILTER (WHERE o.status = 'failed') AS failed
+              FROM petition_updates u
+              LEFT JOIN admins a ON a.id = u.created_by
+              LEFT JOIN outbox o ON o.update_id = u.id
+             WHERE u.petition_id = $1
+             GROUP BY u.id, a.email
+             ORDER BY u.created_at DESC, u.id DESC
+            """,
+            petition_id,
+        )
+    return [UpdateSummary(**dict(r)) for r in rows]

@@ -1,0 +1,143 @@
+"""In a real browser: a foreign site embeds the sign form in an iframe and a live counter.
+
+Headless Chromium (Debian's `chromium`, driven by Playwright with executable_path;
+no browser download). The foreign page is served from another origin, and the
+browser blocks third-party cookies, as Safari, Firefox and Chrome now do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from conftest import make_petition
+from livekit import serving
+from petitions.app import create_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+if CHROMIUM is None and os.environ.get("CI"):
+    pytest.fail("CI must install Debian's chromium for the browser tests", pytrace=False)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--test-third-party-cookie-phaseout",  # block third-party cookies, as browsers now do
+]
+
+
+def foreign_site(base: str) -> Starlette:
+    """A union's website on another origin, embedding the petition three ways."""
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Union news</title><link rel="icon" href="data:,"></head>
+<body><h1>Dockers' union news</h1>
+<p>Signatures so far: <span id="counter" data-petition="release-them" data-base="{base}"></span></p>
+<img id="badge" src="{base}/p/release-them/badge.svg" alt="signatures">
+<iframe id="petition" src="{base}/p/release-them/embed" width="480" height="900"></iframe>
+<script src="{base}/embed.js" async></script></body></html>"""
+
+    async def home(request):
+        return HTMLResponse(page)
+
+    return Starlette(routes=[Route("/", home)])
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        await browser.close()
+
+
+async def test_foreign_site_embeds_counter_and_signs_in_an_iframe(browser, settings, conn):
+    await make_petition(conn, goal=100)
+    app = create_app(settings, run_outbox_worker=False)
+    async with serving(app) as base, serving(foreign_site(base)) as site:
+        # "localhost" and "127.0.0.1" are different sites: the iframe is cross-site.
+        site = site.replace("127.0.0.1", "localhost")
+        context = await browser.new_context()
+        page = await context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on(
+            "response",
+            lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+        )
+        page.set_default_timeout(10000)
+        await page.goto(site + "/")
+
+        counter = page.locator("#counter .petition-count")
+        await counter.wait_for()
+        assert await counter.text_content() == "0"
+        assert await page.locator("#badge").evaluate("img => img.naturalWidth") > 0
+
+        frame = page.frame_locator("#petition")
+        await frame.locator("#ind-name").fill("Iframe Signer")
+        await frame.locator("#ind-email").fill("iframe@example.org")
+        await frame.locator("#ind-country").select_option("GB")
+        await frame.locator("#ind-occupation").fill("Docker")
+        await frame.locator("#sign-individual button[type=submit]").click()
+        await frame.get_by_text("Check your email").wait_for()
+
+        row = await conn.fetchrow("SELECT name, status, occupation FROM signatures")
+        assert (row["name"], row["status"], row["occupation"]) == (
+            "Iframe Signer",
+            "pending",
+            "Docker",
+        )
+        assert await context.cookies() == []  # nothing relied on a cookie
+
+        # Confirming the signature moves the counter on the foreign page live.
+        await conn.execute("UPDATE signatures SET status = 'verified', verified_at = now()")
+        await page.wait_for_function(
+            "document.querySelector('#counter .petition-count').textContent === '1'", timeout=15000
+        )
+        assert problems == []
+        await context.close()
+
+
+async def test_petition_page_updates_live_and_works_without_javascript(browser, settings, conn):
+    from conftest import add_signature
+
+    await make_petition(conn, goal=100)
+    app = create_app(settings, run_outbox_worker=False)
+    async with serving(app) as base:
+        page = await browser.new_page()
+        await page.goto(f"{base}/p/release-them")
+        assert (await page.locator(".side-progress [data-count]").text_content()).strip() == "0"
+        row = await add_signature(conn, 1, status="pending", name="Live Arrival", country="FR")
+        await conn.execute(
+            "UPDATE signatures SET status = 'verified', verified_at = now() WHERE id = $1",
+            row["id"],
+        )
+        await page.locator("[data-live-list] .sig-name", has_text="Live Arrival").wait_for()
+        await page.wait_for_function(
+            "document.querySelector('.side-progress [data-count]').textContent === '1'"
+        )
+        # One form at a time with JavaScript; the switch shows the other.
+        assert await page.locator("#sign-organisation").is_hidden()
+        await page.get_by_role("tab", name="For an organisation").click()
+        assert await page.locator("#sign-organisation").is_visible()
+        await page.close()
+
+        no_js = await browser.new_context(java_script_enabled=False)
+        page = await no_js.new_page()
+        await page.goto(f"{base}/p/release-them")
+        assert await page.locator("#sign-individual").is_visible()
+        assert await page.locator("#sign-organisation").is_visible()
+        assert await page.locator(".sig-name", has_text="Live Arrival").count() == 1
+        await no_js.close()
