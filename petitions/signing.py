@@ -389,17 +389,28 @@ async def withdraw_signature(db: Database, public_id: uuid.UUID) -> SignatureSta
     return SignatureState(row["status"], row["slug"]) if row else None
 
 
+# Updates go to a person, not to one of their signatures: unsubscribing stops them
+# for every signature of the petition made with the same email (someone who
+# signed for two organisations, say).
+_UNSUBSCRIBE = """
+WITH linked AS (
+    SELECT s.id, s.petition_id, s.email_hash, s.status, p.slug
+      FROM signatures s JOIN petitions p ON p.id = s.petition_id
+     WHERE s.public_id = $1
+), stopped AS (
+    UPDATE signatures s SET updates = false, updated_at = now()
+      FROM linked l
+     WHERE s.petition_id = l.petition_id
+       AND (s.id = l.id OR s.email_hash = l.email_hash)
+       AND s.updates
+)
+SELECT status, slug FROM linked
+"""
+
+
 async def unsubscribe(db: Database, public_id: uuid.UUID) -> SignatureState | None:
     async with raw_connection(db) as conn:
-        row = await conn.fetchrow(
-            """
-            UPDATE signatures s SET updates = false, updated_at = now()
-              FROM petitions p
-             WHERE p.id = s.petition_id AND s.public_id = $1
-            RETURNING s.status, p.slug
-            """,
-            public_id,
-        )
+        row = await conn.fetchrow(_UNSUBSCRIBE, public_id)
     return SignatureState(row["status"], row["slug"], changed=True) if row else None
 
 

@@ -132,3 +132,21 @@ async def test_count_json_is_served_from_memory(client, conn, app):
     from conftest import eventually
 
     assert await eventually(gone)
+
+
+async def test_admin_page_explains_embedding_with_copyable_snippets(app, conn):
+    from admin_support import admin_client
+
+    await make_petition(conn)
+    async with admin_client(app, conn, "editor") as editor:
+        page = await editor.get("/admin/petitions/release-them/embed")
+    assert page.status_code == 200
+    base = app.state.settings.base_url
+    html = page.text
+    # Each snippet sits escaped in a read-only textarea, ready to copy.
+    assert f"&lt;script src=&#34;{base}/embed.js&#34; async&gt;&lt;/script&gt;" in html
+    assert f"{base}/p/release-them/embed?ref=website" in html
+    assert f"{base}/p/release-them/badge.svg" in html
+    assert f"{base}/p/release-them/count.json" in html
+    assert html.count("readonly") >= 5 and 'data-copy="snippet-1"' in html
+    assert 'src="http://testserver/p/release-them/embed?ref=admin-preview"' in html

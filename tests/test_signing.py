@@ -455,3 +455,19 @@ async def test_malformed_bodies_are_4xx_not_500(client, conn):
         assert 400 <= response.status_code < 500, (case, response.status_code)
     assert await conn.fetchval("SELECT count(*) FROM signatures") == 0
     assert (await client.post("/p/no-such/sign", data=INDIVIDUAL)).status_code == 404
+
+
+async def test_unsubscribing_stops_updates_for_every_signature_of_that_email(client, conn, app):
+    await make_petition(conn)
+    await sign(client, {**ORGANISATION, "updates": "1"})
+    await sign(client, {**ORGANISATION, "organisation": "Second Union", "updates": "1"})
+    await sign(client, {**INDIVIDUAL, "updates": "1"})  # someone else
+    first = await conn.fetchval("SELECT public_id FROM signatures ORDER BY id LIMIT 1")
+    url = "/unsubscribe/" + app.state.tokens.signature_link("unsubscribe", first)
+    assert (await client.post(url)).status_code == 200
+    rows = await conn.fetch("SELECT email, updates FROM signatures ORDER BY id")
+    assert [(r["email"], r["updates"]) for r in rows] == [
+        ("ana@sugarworkers.example.org", False),
+        ("ana@sugarworkers.example.org", False),
+        ("leyla.ahmadi@example.org", True),
+    ]

@@ -131,6 +131,7 @@ admin_routes = [
           name="admin_signatures"),
     Route("/admin/petitions/{slug}/export.csv", admin_signatures.export_csv,
           name="admin_export"),
+    Route("/admin/petitions/{slug}/embed", admin_petitions.embed_help, name="admin_embed"),
     Route("/admin/petitions/{slug}/updates", admin_mail.updates, methods=GET_POST,
           name="admin_updates"),
     # Owners only:

@@ -244,3 +244,52 @@ async def petition_dashboard(request: Request) -> Response:
             "activity": await recent_for_petition(db, petition.id),
         },
     )
+
+
+def embed_snippets(base_url: str, slug: str) -> list[dict[str, str]]:
+    """The ways to put a petition on another site, as campaigners copy them."""
+    page = f"{base_url}/p/{slug}"
+    return [
+        {
+            "title": "Live counter (script)",
+            "about": "A count that updates itself. Style it with your site's CSS "
+            "(.petition-counter, .petition-count).",
+            "code": f'<span data-petition="{slug}"></span>\n'
+            f'<script src="{base_url}/embed.js" async></script>',
+        },
+        {
+            "title": "Sign form (iframe)",
+            "about": "The counter and both sign forms; people sign without leaving your "
+            "site, and no cookies are needed. Change ref=website to tell sites apart in "
+            "the dashboard.",
+            "code": f'<iframe src="{page}/embed?ref=website" width="100%" height="900" '
+            f'style="border:0" title="Sign the petition"></iframe>',
+        },
+        {
+            "title": "Counter only (iframe)",
+            "about": "Just the title, the count and a link to sign.",
+            "code": f'<iframe src="{page}/embed?form=0" width="100%" height="220" '
+            f'style="border:0" title="Signatures"></iframe>',
+        },
+        {
+            "title": "Badge (image)",
+            "about": "Works in newsletters and forums that allow images.",
+            "code": f'<a href="{page}"><img src="{page}/badge.svg" alt="Signatures"></a>',
+        },
+        {
+            "title": "Data (JSON)",
+            "about": "For your own code: the count, and the public list of signatories.",
+            "code": f"{page}/count.json\n{page}/signatures.json",
+        },
+    ]
+
+
+@admin_page()
+async def embed_help(request: Request) -> Response:
+    petition = await load_petition(request)
+    base_url = request.app.state.settings.base_url
+    return render(
+        request,
+        "petition_embed.html",
+        {"petition": petition, "snippets": embed_snippets(base_url, petition.slug)},
+    )
