@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,11 +32,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def user_env(tmp_path):
-    """A user's environment: no DATABASE_URL, a data folder of their own."""
+def user_env():
+    """A user's environment: no DATABASE_URL, a data folder of their own.
+
+    The folder is outside pytest's tmp_path on purpose: pytest makes its own
+    temporary root private (0700) whenever a test session starts, which would
+    lock the embedded server's system user out of a data folder beneath it.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="petitions-user-"))
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY")}
-    env.update(DATA_DIR=str(tmp_path / "data"), LOG_LEVEL="WARNING")
-    return env
+    env.update(DATA_DIR=str(data_dir / "data"), LOG_LEVEL="WARNING")
+    yield env
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _run(args, env, cwd, timeout=120):
