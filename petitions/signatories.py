@@ -93,6 +93,8 @@ def search_query(q: str) -> str:
 
 
 SEARCH_TIMEOUT = "3s"
+_PUBLIC_COLUMNS = """public_id, kind, display, name, city, occupation, organisation,
+    organisation_type, members, website, comment, country, verified_at"""
 
 
 class ListTooSlow(Exception):
@@ -109,18 +111,13 @@ def _list_query(petition_id: int, filters: ListFilter, after: Cursor | None, lim
         return f"${len(args)}"
 
     where = ["petition_id = $1", "status = 'verified'", "display <> 'anonymous'"]
-    prefix = ""
     if filters.q:
         # A search only matches what each signer agreed to show (see
-        # public_search_vector in migrations/0003_search.sql, whose GIN index
-        # finds the matches before they are ordered).
-        prefix = f"""WITH found AS MATERIALIZED (
-            SELECT id FROM signatures
-             WHERE petition_id = $1 AND status = 'verified' AND display <> 'anonymous'
-               AND public_search_vector(display, name, organisation, city, occupation)
-                   @@ to_tsquery('simple', {arg(search_query(filters.q))}))
-        """
-        where.append("id IN (SELECT id FROM found)")
+        # public_search_vector in migrations/0003_search.sql).
+        where.append(
+            "public_search_vector(display, name, organisation, city, occupation)"
+            f" @@ to_tsquery('simple', {arg(search_query(filters.q))})"
+        )
     if filters.kind:
         where.append(f"kind = {arg(filters.kind)}")
     if filters.country:
@@ -129,13 +126,14 @@ def _list_query(petition_id: int, filters: ListFilter, after: Cursor | None, lim
         where.append(
             f"(verified_at, public_id) < ({arg(after.verified_at)}, {arg(after.public_id)})"
         )
-    sql = f"""{prefix}
-    SELECT public_id, kind, display, name, city, occupation, organisation, organisation_type,
-           members, website, comment, country, verified_at
-      FROM signatures
-     WHERE {" AND ".join(where)}
-     ORDER BY verified_at DESC, public_id DESC
-     LIMIT {arg(limit + 1)}"""
+    select = f"""SELECT {_PUBLIC_COLUMNS} FROM signatures WHERE {" AND ".join(where)}"""
+    order = f"ORDER BY verified_at DESC, public_id DESC LIMIT {arg(limit + 1)}"
+    if filters.q:
+        # Matches are found through the GIN index first, then ordered: left to
+        # itself the planner may walk the whole list in order looking for a rare word.
+        sql = f"WITH found AS MATERIALIZED ({select}) SELECT * FROM found {order}"
+    else:
+        sql = f"{select} {order}"
     return sql, args
 
 
