@@ -7,6 +7,7 @@ import logging
 import os
 from contextlib import asynccontextmanager
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -110,6 +111,7 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
         exception_handlers={
             HTTPException: http_error,
             ClientDisconnect: client_gone,
+            **dict.fromkeys(DATABASE_UNAVAILABLE, database_unavailable),
             Exception: server_error,
         },
     )
@@ -144,18 +146,49 @@ async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
     return Response(status_code=400)
 
 
+# What a request meets while PostgreSQL restarts or is out of reach: the pool
+# replaces the broken connections by itself, so the right answer is "try again".
+DATABASE_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    ConnectionError,
+    FileNotFoundError,  # the Unix socket is briefly gone during a restart
+    TimeoutError,
+)
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return _error_page(
+        request,
+        503,
+        "Back in a moment",
+        "The database is restarting or out of reach. Please try again in a few seconds.",
+        {"Retry-After": "5"},
+    )
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error_page(
+        request, 500, "Something went wrong", "The error has been logged. Please try again."
+    )
+
+
+def _error_page(
+    request: Request, status: int, title: str, message: str, headers: dict | None = None
+) -> Response:
     if _wants_json(request):
-        return JSONResponse({"error": "Internal error"}, 500)
+        return JSONResponse({"error": message}, status, headers=headers)
     return request.app.state.templates.TemplateResponse(
         request,
         "error.html",
-        {
-            "title": "Something went wrong",
-            "message": "The error has been logged. Please try again.",
-        },
-        status_code=500,
+        {"title": title, "message": message},
+        status_code=status,
+        headers=headers,
     )
 
 
