@@ -141,3 +141,48 @@ async def test_petition_page_updates_live_and_works_without_javascript(browser, 
         assert await page.locator("#sign-organisation").is_visible()
         assert await page.locator(".sig-name", has_text="Live Arrival").count() == 1
         await no_js.close()
+
+
+async def test_a_person_signs_confirms_from_the_email_and_is_counted(
+    browser, settings, conn, mail_settings, mail_server
+):
+    """The whole loop as a person meets it: the form in a browser, a real SMTP server,
+    the link from the email opened in the browser, the list and the count."""
+    import re
+    from dataclasses import replace
+
+    from conftest import count_is
+
+    await make_petition(conn, goal=100)
+    app = create_app(mail_settings, run_outbox_worker=True)
+    async with serving(app) as base:
+        app.state.settings = replace(mail_settings, base_url=base)  # links in emails point here
+        app.state.mailer.settings = app.state.settings
+        page = await browser.new_page()
+        page.set_default_timeout(15000)
+        await page.goto(f"{base}/p/release-them")
+        await page.locator("#ind-name").fill("Nasrin Sotoudeh")
+        await page.locator("#ind-email").fill("nasrin@example.org")
+        await page.locator("#ind-country").select_option("IR")
+        await page.locator("#ind-occupation").fill("Lawyer")
+        await page.get_by_label("Initials").first.check()
+        await page.locator("#sign-individual button[type=submit]").click()
+        await page.get_by_role("heading", name="Check your email").wait_for()
+
+        for _ in range(200):  # the in-process outbox worker delivers it
+            if mail_server.messages:
+                break
+            await page.wait_for_timeout(50)
+        [message] = mail_server.messages
+        text = message.get_body(("plain",)).get_content()
+        verify = re.search(r"(http://\S+/verify/\S+)", text).group(1)
+        await page.goto(verify)
+        await page.get_by_role("heading", name="Your signature is confirmed").wait_for()
+
+        await page.goto(f"{base}/p/release-them/signatures")
+        entry = page.locator(".signatory").first
+        assert (await entry.locator(".sig-name").text_content()).strip() == "N.S."
+        assert "Nasrin" not in await page.content()
+        async with __import__("httpx").AsyncClient(base_url=base) as http:
+            assert await count_is(http, 1)
+        await page.close()
