@@ -21,6 +21,7 @@ from .auth import AdminSessions, session_key
 from .db import open_database
 from .events import LiveHub
 from .mail import Mailer
+from .metrics import Metrics, RequestCounter
 from .paths import STATIC_DIR
 from .security import ADMIN_MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders
 from .settings import Settings
@@ -70,9 +71,11 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
             await live.stop()
             await db.disconnect()
 
+    metrics = Metrics()
     routes = [
         Route("/", public.home, name="home"),
         Route("/healthz", public.healthz, name="healthz"),
+        Route("/metrics", metrics.render, name="metrics"),
         Route("/p/{slug}", public.petition_page, name="petition"),
         Route("/p/{slug}/sign", signing.sign, methods=["POST"], name="sign"),
         Route("/p/{slug}/thanks", signing.thanks, name="thanks"),
@@ -100,6 +103,7 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(RequestCounter, metrics=metrics, routes=routes),
             Middleware(SecurityHeaders),
             Middleware(BodySizeLimit, larger={"/admin/": ADMIN_MAX_BODY_BYTES}),
             Middleware(

@@ -1,0 +1,114 @@
+"""`GET /metrics`: this process's figures in the Prometheus text format.
+
+Each app process answers for itself (scrape every process, or sum them):
+requests by route and status, live-stream clients, the listener's state, the
+counts it holds in memory, and the outbox backlog read from the database.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .db import raw_connection
+
+disable_created_metrics()  # the "_created" twin of every counter is noise here
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "petitions_http_requests",
+            "HTTP requests answered, by route and status code",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        gauge = lambda name, text, labels=(): Gauge(name, text, labels, registry=self.registry)  # noqa: E731
+        self.started = gauge("petitions_process_start_time_seconds", "When this process started")
+        self.subscribers = gauge("petitions_live_subscribers", "Open event-stream clients")
+        self.listening = gauge("petitions_live_listener_up", "1 while the LISTEN connection is up")
+        self.listener_connections = gauge(
+            "petitions_live_listener_connections", "How often the listener has (re)connected"
+        )
+        self.signatures = gauge(
+            "petitions_verified_signatures",
+            "Verified signatures of the petitions this process holds in memory",
+            ["petition", "kind"],
+        )
+        self.outbox = gauge("petitions_outbox_emails", "Emails in the outbox", ["status"])
+        self.outbox_oldest = gauge(
+            "petitions_outbox_oldest_waiting_seconds", "Age of the oldest email still waiting"
+        )
+        self.started.set(time.time())
+
+    async def render(self, request: Request) -> Response:
+        live = request.app.state.live
+        self.subscribers.set(live.subscriber_count)
+        self.listening.set(1 if live.connected.is_set() else 0)
+        self.listener_connections.set(live.connections)
+        self.signatures.clear()
+        for petition_id in live.counts.cached_ids():
+            snapshot = await live.counts.by_id(petition_id)
+            if snapshot is not None:
+                slug = snapshot.petition.slug
+                self.signatures.labels(slug, "individual").set(snapshot.counts.individuals)
+                self.signatures.labels(slug, "organisation").set(snapshot.counts.organisations)
+        async with raw_connection(request.app.state.db) as conn:
+            row = await conn.fetchrow(
+                """
+                SELECT count(*) FILTER (WHERE status = 'waiting') AS waiting,
+                       count(*) FILTER (WHERE status = 'failed') AS failed,
+                       extract(epoch FROM now() - min(created_at)
+                               FILTER (WHERE status = 'waiting')) AS oldest
+                  FROM outbox WHERE status IN ('waiting', 'failed')
+                """
+            )
+        self.outbox.labels("waiting").set(row["waiting"])
+        self.outbox.labels("failed").set(row["failed"])
+        self.outbox_oldest.set(float(row["oldest"] or 0))
+        return Response(
+            generate_latest(self.registry),
+            media_type=CONTENT_TYPE_LATEST,
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+class RequestCounter:
+    """Counts every answered request by its route's path pattern (never the raw path,
+    which would let anyone add a label value per URL)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes) -> None:
+        self.app = app
+        self.metrics = metrics
+        # The router records the matched endpoint in the scope; name it by its path.
+        self.paths = {getattr(r, "endpoint", None) or r.app: r.path for r in routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route = self.paths.get(scope.get("endpoint"), "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()

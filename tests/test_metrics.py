@@ -1,0 +1,59 @@
+"""`GET /metrics`: this process's figures in the Prometheus text format."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import add_signature, eventually, make_petition
+
+
+def value(text: str, name: str, **labels) -> float | None:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = rf"^{name}{{{re.escape(wanted)}}} (\S+)$" if labels else rf"^{name} (\S+)$"
+    match = re.search(pattern, text, re.M)
+    return float(match.group(1)) if match else None
+
+
+async def test_metrics_report_requests_counts_listener_and_outbox(client, conn, app):
+    pid = await make_petition(conn)
+    await add_signature(conn, pid, kind="organisation")
+    await add_signature(conn, pid)
+    await add_signature(conn, pid)
+    for _ in range(3):
+        assert (await client.get("/p/release-them/count.json")).status_code == 200
+    assert (await client.get("/p/missing")).status_code == 404
+    await conn.execute(
+        "INSERT INTO outbox (purpose, recipient, subject, body_text, created_at) "
+        "VALUES ('notice', 'a@example.org', 'Hi', 'Hi', now() - interval '90 seconds')"
+    )
+
+    async def listening():
+        return app.state.live.connected.is_set()
+
+    assert await eventually(listening)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    count_route = dict(route="/p/{slug}/count.json", method="GET", status="200")
+    assert value(text, "petitions_http_requests_total", **count_route) == 3
+    # Unknown addresses are counted under their route pattern, never their raw path.
+    assert (
+        value(text, "petitions_http_requests_total", route="/p/{slug}", method="GET", status="404")
+        == 1
+    )
+    assert "/p/missing" not in text
+    assert (
+        value(text, "petitions_verified_signatures", petition="release-them", kind="individual")
+        == 2
+    )
+    assert (
+        value(text, "petitions_verified_signatures", petition="release-them", kind="organisation")
+        == 1
+    )
+    assert value(text, "petitions_outbox_emails", status="waiting") == 1
+    assert value(text, "petitions_outbox_emails", status="failed") == 0
+    assert 90 <= value(text, "petitions_outbox_oldest_waiting_seconds") < 600
+    assert value(text, "petitions_live_listener_up") == 1
+    assert value(text, "petitions_live_subscribers") == 0
+    assert "_created" not in text
