@@ -22,6 +22,7 @@ from .db import open_database
 from .events import LiveHub
 from .mail import Mailer
 from .metrics import Metrics, RequestCounter
+from .pagecache import PageCache
 from .paths import STATIC_DIR
 from .security import ADMIN_MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders
 from .settings import Settings
@@ -124,6 +125,7 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
     app.state.tokens = Tokens(settings.secret_key)
     app.state.mailer = Mailer(settings)
     app.state.outbox_wakeup = asyncio.Event()
+    app.state.page_cache = PageCache()
     return app
 
 

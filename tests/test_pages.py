@@ -256,3 +256,18 @@ async def test_translation_is_served_by_lang(client, conn):
     assert 'dir="rtl"' in html
     english = (await client.get("/p/release-them?lang=xx")).text
     assert "Release the detained workers" in english
+
+
+async def test_busy_pages_are_rendered_once_per_moment(client, conn, app):
+    pid = await make_petition(conn)
+    first = await client.get("/p/release-them")
+    await add_signature(conn, pid, name="Arrived Later")
+    again = await client.get("/p/release-them")
+    assert again.text == first.text  # served from the page cache
+    assert "Arrived Later" not in again.text
+    app.state.page_cache.seconds = 0  # the moment passes
+    app.state.page_cache._pages.clear()
+    assert "Arrived Later" in (await client.get("/p/release-them")).text
+    # Failed lookups are not cached, and every query string is its own page.
+    assert (await client.get("/p/nothing-here")).status_code == 404
+    assert (await client.get("/p/release-them?ref=union-site")).status_code == 200

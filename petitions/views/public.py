@@ -6,6 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from ..pagecache import cached_page
 from ..paths import STATIC_DIR
 from ..petitions import (
     Counts,
@@ -44,6 +45,7 @@ async def home(request: Request) -> Response:
     return render(request, "index.html", {"petitions": petitions, "counts": counts})
 
 
+@cached_page
 async def petition_page(request: Request) -> Response:
     petition = await load_petition(request)
     ref = request.query_params.get("ref", "")

@@ -1,0 +1,72 @@
+"""A few seconds of memory for the busiest pages.
+
+When a statement goes viral, thousands of people open the same petition page
+and embed within seconds. Rendering it once per process every two seconds
+instead of once per visitor keeps the app fast; what changes in between (the
+count, the newest signatories) arrives through the live event stream anyway.
+Nothing personal is on these pages: the form token is bound to the petition,
+not to a visitor.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+MAX_KEY_LENGTH = 300
+
+
+class PageCache:
+    """Pages by URL for `seconds`; while one request renders an expired page afresh,
+    the others are served the previous copy (so a crowd never renders it at once)."""
+
+    def __init__(self, seconds: float = 2.0, size: int = 512) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._pages: OrderedDict[str, tuple[float, bytes, str]] = OrderedDict()
+        self.rendering: set[str] = set()
+
+    def get(self, key: str) -> tuple[bytes, str, bool] | None:
+        """(body, media type, still fresh) or None."""
+        item = self._pages.get(key)
+        if item is None:
+            return None
+        expires, body, media_type = item
+        return body, media_type, expires >= time.monotonic()
+
+    def put(self, key: str, body: bytes, media_type: str) -> None:
+        self._pages[key] = (time.monotonic() + self.seconds, body, media_type)
+        self._pages.move_to_end(key)
+        while len(self._pages) > self.size:
+            self._pages.popitem(last=False)
+
+
+def cached_page(handler: Callable[[Request], Awaitable[Response]]):
+    """Serve a successful GET from the app's PageCache for a moment."""
+
+    @functools.wraps(handler)
+    async def serve(request: Request) -> Response:
+        cache: PageCache = request.app.state.page_cache
+        key = request.url.path + "?" + request.url.query
+        if request.method != "GET" or len(key) > MAX_KEY_LENGTH:
+            return await handler(request)
+        hit = cache.get(key)
+        if hit is not None:
+            body, media_type, fresh = hit
+            if fresh or key in cache.rendering:
+                return Response(body, media_type=media_type)
+        cache.rendering.add(key)
+        try:
+            response = await handler(request)
+        finally:
+            cache.rendering.discard(key)
+        if response.status_code == 200 and hasattr(response, "body"):
+            cache.put(key, response.body, response.media_type or "text/html")
+        return response
+
+    return serve
