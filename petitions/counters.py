@@ -16,7 +16,7 @@ from datetime import datetime
 from databases import Database
 
 from .db import raw_connection
-from .petitions import Counts, get_counts_for
+from .petitions import Counts, get_counts_for, valid_slug
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class CountCache:
         self._slugs: dict[str, int] = {}
 
     async def by_slug(self, slug: str) -> CountSnapshot | None:
+        if not valid_slug(slug):
+            return None
         petition_id = self._slugs.get(slug)
         if petition_id is not None and petition_id in self._by_id:
             return self._by_id[petition_id]

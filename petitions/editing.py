@@ -12,7 +12,6 @@ after that, emails, embeds and bookmarks point at it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,10 +20,8 @@ import asyncpg
 
 from . import audit
 from .fields import FieldErrors, FieldReader
-from .petitions import StatementText, create_petition
+from .petitions import StatementText, create_petition, valid_language, valid_slug
 
-SLUG_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,78}[a-z0-9])?$")
-LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 RESERVED_SLUGS = frozenset({"new"})  # /admin/petitions/new is the form for a new one
 MAX_GOAL = 1_000_000_000
 MAX_DEMANDS = 50
@@ -42,14 +39,6 @@ STATUS_CHANGES: dict[str, tuple[str, ...]] = {
 
 class EditError(ValueError):
     """An edit that the rules do not allow; the message is safe to show."""
-
-
-def valid_slug(slug: str) -> bool:
-    return bool(SLUG_PATTERN.match(slug))
-
-
-def valid_language(code: str) -> bool:
-    return bool(LANGUAGE_PATTERN.match(code))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -11,6 +12,22 @@ from databases import Database
 from .db import raw_connection
 
 PETITION_STATUSES = ("draft", "open", "closed", "archived")
+# The same rules as the CHECK constraints in migrations/0001_schema.sql.
+SLUG_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,78}[a-z0-9])?$")
+LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+
+
+def valid_slug(slug: str) -> bool:
+    return bool(SLUG_PATTERN.match(slug))
+
+
+def valid_language(code: str) -> bool:
+    return bool(LANGUAGE_PATTERN.match(code))
+
+
+def _wanted_language(language: str | None) -> str:
+    """A language asked for in a URL, if it is one; anything else means the default."""
+    return language if language and valid_language(language) else ""
 
 
 @dataclass(frozen=True)
@@ -85,15 +102,21 @@ def _petition(row: asyncpg.Record) -> Petition:
 
 
 async def get_petition(db: Database, slug: str, language: str | None = None) -> Petition | None:
+    if not valid_slug(slug):
+        return None  # no such petition, and nothing to send to the database
     async with raw_connection(db) as conn:
-        row = await conn.fetchrow(_PETITION_SQL + " WHERE p.slug = $2", language or "", slug)
+        row = await conn.fetchrow(
+            _PETITION_SQL + " WHERE p.slug = $2", _wanted_language(language), slug
+        )
     return _petition(row) if row else None
 
 
 async def fetch_petition_by_id(
     conn: asyncpg.Connection, petition_id: int, language: str | None = None
 ) -> Petition | None:
-    row = await conn.fetchrow(_PETITION_SQL + " WHERE p.id = $2", language or "", petition_id)
+    row = await conn.fetchrow(
+        _PETITION_SQL + " WHERE p.id = $2", _wanted_language(language), petition_id
+    )
     return _petition(row) if row else None
 
 
@@ -105,7 +128,7 @@ async def list_public_petitions(db: Database, language: str | None = None) -> li
             + """ WHERE p.status IN ('open', 'closed')
                   ORDER BY p.status = 'open' DESC, p.published_at DESC NULLS LAST, p.id DESC
                   LIMIT 100""",
-            language or "",
+            _wanted_language(language),
         )
     return [_petition(r) for r in rows]
 

@@ -271,3 +271,24 @@ async def test_busy_pages_are_rendered_once_per_moment(client, conn, app):
     # Failed lookups are not cached, and every query string is its own page.
     assert (await client.get("/p/nothing-here")).status_code == 404
     assert (await client.get("/p/release-them?ref=union-site")).status_code == 200
+
+
+NASTY_PATHS = [
+    "/p/%00", "/p/" + "a" * 5000, "/p/%ff%fe", "/p/<script>", "/p/%00/count.json",
+    "/p/%00/badge.svg", "/p/%00/events", "/p/%00/embed", "/p/%00/signatures.json",
+    "/p/release-them?lang=%00", "/p/release-them?lang=" + "x" * 5000, "/?lang=%00",
+    "/p/release-them/signatures?lang=%00", "/p/release-them/embed?lang=%00&ref=%00",
+    "/p/release-them?ref=%00", "/p/release-them/signatures.json?q=%ef%bf%bf",
+    "/verify/%00", "/withdraw/%00", "/unsubscribe/%00", "/static/%2e%2e/%2e%2e/etc/passwd",
+    "/p/release-them/events?last_event_id=%00", "/admin/petitions/%00",
+]  # fmt: skip
+
+
+async def test_nasty_paths_and_parameters_never_reach_a_500(client, conn):
+    await make_petition(conn)
+    for path in NASTY_PATHS:
+        response = await client.get(path)
+        assert response.status_code < 500, (path, response.status_code)
+    for path in ("/p/%00/sign", "/p/%00/embed", "/withdraw/%00", "/unsubscribe/%00"):
+        response = await client.post(path, data={"name": "\x00"})
+        assert 400 <= response.status_code < 500, (path, response.status_code)

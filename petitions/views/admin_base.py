@@ -9,8 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..auth import csrf_token
-from ..editing import valid_slug
-from ..petitions import Petition, get_petition
+from ..petitions import Petition, get_petition, valid_slug
 
 MAX_NOTICES = 5
 
