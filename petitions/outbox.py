@@ -47,7 +47,20 @@ SELECT id, recipient, subject, body_text, body_html, headers, message_id, attemp
 """
 
 
+class _Permanent(Exception):
+    """A delivery that no retry can mend."""
+
+
 def build_email(row, settings: Settings) -> EmailMessage:
+    """The message for an outbox row; a row that cannot make a valid message (a
+    line break in a header, say) raises _Permanent, so it fails alone."""
+    try:
+        return _build_email(row, settings)
+    except (ValueError, TypeError) as error:
+        raise _Permanent(f"cannot build the message: {error}") from None
+
+
+def _build_email(row, settings: Settings) -> EmailMessage:
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = row["recipient"]
@@ -63,10 +76,6 @@ def build_email(row, settings: Settings) -> EmailMessage:
     return message
 
 
-class _Permanent(Exception):
-    pass
-
-
 async def deliver_due(
     db: Database, settings: Settings, batch_size: int = 20, policy: RetryPolicy = RetryPolicy()
 ) -> int:
@@ -77,8 +86,12 @@ async def deliver_due(
             return 0
         if settings.smtp_host is None:
             for row in rows:
-                log.info("email (no SMTP_HOST set, not sent):\n%s", build_email(row, settings))
-                await _mark_sent(conn, row["id"])
+                try:
+                    log.info("email (no SMTP_HOST set, not sent):\n%s", build_email(row, settings))
+                except _Permanent as error:
+                    await _mark_failed(conn, row["id"], str(error))
+                else:
+                    await _mark_sent(conn, row["id"])
             return len(rows)
         try:
             smtp = await _connect(settings)

@@ -171,3 +171,21 @@ async def test_worker_command_delivers_and_stops_cleanly(conn, db_url, mail_serv
         assert worker.wait(timeout=30) == 0
     assert sorted(m["Message-ID"] for m in mail_server.messages) == sorted(ids)
     assert await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'sent'") == 3
+
+
+async def test_a_message_that_cannot_be_built_fails_alone(conn, db_url, mail_settings, mail_server):
+    ids = await queue(conn, 2)
+    await conn.execute(
+        "UPDATE outbox SET subject = 'Broken\nBcc: everyone@example.org' WHERE message_id = $1",
+        ids[0],
+    )
+    db = open_database(db_url, max_size=2)
+    await db.connect()
+    try:
+        await deliver_due(db, mail_settings)
+    finally:
+        await db.disconnect()
+    rows = {r["message_id"]: r for r in await conn.fetch("SELECT * FROM outbox")}
+    assert rows[ids[0]]["status"] == "failed" and "cannot build" in rows[ids[0]]["last_error"]
+    assert rows[ids[1]]["status"] == "sent"
+    assert [m["Message-ID"] for m in mail_server.messages] == [ids[1]]
