@@ -47,6 +47,15 @@ SELECT id, recipient, subject, body_text, body_html, headers, message_id, attemp
 """
 
 
+def readable(message: EmailMessage) -> str:
+    """An email as a person reads it (no MIME encoding to break the links), for the log."""
+    text = message.get_body(("plain",)).get_content()
+    return (
+        "email (no SMTP_HOST set, so written here instead of sent)\n"
+        f"To: {message['To']}\nSubject: {message['Subject']}\n\n{text}"
+    )
+
+
 class _Permanent(Exception):
     """A delivery that no retry can mend."""
 
@@ -87,7 +96,7 @@ async def deliver_due(
         if settings.smtp_host is None:
             for row in rows:
                 try:
-                    log.info("email (no SMTP_HOST set, not sent):\n%s", build_email(row, settings))
+                    log.info("%s", readable(build_email(row, settings)))
                 except _Permanent as error:
                     await _mark_failed(conn, row["id"], str(error))
                 else:

@@ -133,6 +133,8 @@ async def test_refused_recipient_fails_at_once(conn, db_url, mail_settings, mail
 async def test_without_smtp_host_mail_goes_to_the_log(conn, db_url, settings, caplog):
     assert settings.smtp_host is None
     await queue(conn, 1)
+    link = "http://127.0.0.1:8000/verify/" + "Ab3=" * 40
+    await conn.execute("UPDATE outbox SET body_text = $1", f"Confirm your signature:\n\n{link}\n")
     db = open_database(db_url, max_size=2)
     await db.connect()
     try:
@@ -141,6 +143,7 @@ async def test_without_smtp_host_mail_goes_to_the_log(conn, db_url, settings, ca
     finally:
         await db.disconnect()
     assert "Message 0" in caplog.text and "r0@example.org" in caplog.text
+    assert link in caplog.text  # whole, not broken by MIME line-wrapping
     assert await conn.fetchval("SELECT status FROM outbox") == "sent"
 
 
