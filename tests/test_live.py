@@ -150,41 +150,50 @@ async def test_a_thousand_parallel_verifications_leave_the_counter_exact(app, cl
     assert "1,000" in page and "Iran" in page
 
 
-async def test_the_listener_survives_a_database_restart(tmp_path):
-    """A private PostgreSQL, restarted under a live stream: events flow again afterwards."""
+@pytest.fixture
+async def private_server(tmp_path):
+    """A PostgreSQL of this test's own, which it may restart; migrated, with a petition."""
     server = start_embedded_server(Path(tempfile.mkdtemp(prefix="petitions-restart-")))
     try:
         await ensure_database(server.get_uri(), "petitions")
         url = with_database_name(server.get_uri(), "petitions")
         await migrate(url)
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        await make_petition(conn)
+        await conn.close()
         settings = load_settings(
             {"DATABASE_URL": url, "SECRET_KEY": SECRET, "DATA_DIR": str(tmp_path)}, env_file=None
         )
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        await make_petition(conn)
-        row = await add_signature(conn, 1, status="pending", name="After Restart")
-        await conn.close()
-        app = create_app(settings, run_outbox_worker=False)
-        async with serving(app) as base, event_stream(base) as stream:
-            await stream.next()
-            assert app.state.live.connected.is_set()
-            await asyncio.to_thread(_restart, server)
-
-            async def reconnected():
-                return app.state.live.connections >= 2 and app.state.live.connected.is_set()
-
-            assert await eventually(reconnected, 30)
-            conn = await asyncpg.connect(asyncpg_dsn(url))
-            await conn.execute(
-                "UPDATE signatures SET status = 'verified', verified_at = now() WHERE id = $1",
-                row["id"],
-            )
-            await conn.close()
-            event = await stream.until(lambda e: e.kind == "signature", 20)
-            assert event.data["name"] == "After Restart"
-            assert (await stream.until(lambda e: e.kind == "count", 20)).data["count"] == 1
+        yield server, url, settings
     finally:
         server.cleanup()
+
+
+async def test_the_listener_survives_a_database_restart(private_server):
+    """A private PostgreSQL, restarted under a live stream: events flow again afterwards."""
+    server, url, settings = private_server
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    row = await add_signature(conn, 1, status="pending", name="After Restart")
+    await conn.close()
+    app = create_app(settings, run_outbox_worker=False)
+    async with serving(app) as base, event_stream(base) as stream:
+        await stream.next()
+        assert app.state.live.connected.is_set()
+        await asyncio.to_thread(_restart, server)
+
+        async def reconnected():
+            return app.state.live.connections >= 2 and app.state.live.connected.is_set()
+
+        assert await eventually(reconnected, 30)
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        await conn.execute(
+            "UPDATE signatures SET status = 'verified', verified_at = now() WHERE id = $1",
+            row["id"],
+        )
+        await conn.close()
+        event = await stream.until(lambda e: e.kind == "signature", 20)
+        assert event.data["name"] == "After Restart"
+        assert (await stream.until(lambda e: e.kind == "count", 20)).data["count"] == 1
 
 
 def _restart(server) -> None:
@@ -193,59 +202,47 @@ def _restart(server) -> None:
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
 
 
-async def test_a_database_restart_under_load_gives_503s_not_500s(tmp_path):
+async def test_a_database_restart_under_load_gives_503s_not_500s(private_server):
     """Requests in flight while PostgreSQL restarts get 'try again' (503); nothing
     breaks for good, and signing works again as soon as the database is back."""
     import re
 
-    server = start_embedded_server(Path(tempfile.mkdtemp(prefix="petitions-restart-")))
-    try:
-        await ensure_database(server.get_uri(), "petitions")
-        url = with_database_name(server.get_uri(), "petitions")
-        await migrate(url)
-        settings = load_settings(
-            {"DATABASE_URL": url, "SECRET_KEY": SECRET, "DATA_DIR": str(tmp_path)}, env_file=None
-        )
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        await make_petition(conn)
-        await conn.close()
-        app = create_app(settings, run_outbox_worker=False)
-        async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
-            page = await http.get("/p/release-them")
-            token = re.search(r'name="form_token" value="([^"]+)"', page.text).group(1)
-            statuses: list[int] = []
-            restarted = asyncio.Event()
+    server, url, settings = private_server
+    app = create_app(settings, run_outbox_worker=False)
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        page = await http.get("/p/release-them")
+        token = re.search(r'name="form_token" value="([^"]+)"', page.text).group(1)
+        statuses: list[int] = []
+        restarted = asyncio.Event()
 
-            async def load(n: int) -> None:
-                i = 0
-                while not restarted.is_set() or i < 20:
-                    i += 1
-                    for path in ("/p/release-them", "/p/release-them/signatures.json", "/healthz"):
-                        statuses.append((await http.get(path)).status_code)
-                    response = await http.post(
-                        "/p/release-them/sign",
-                        data={"form_token": token, "kind": "individual", "name": f"Load {n}-{i}",
-                              "email": f"load-{n}-{i}@example.org", "country": "DE"},
-                    )  # fmt: skip
-                    statuses.append(response.status_code)
+        async def load(n: int) -> None:
+            i = 0
+            while not restarted.is_set() or i < 20:
+                i += 1
+                for path in ("/p/release-them", "/p/release-them/signatures.json", "/healthz"):
+                    statuses.append((await http.get(path)).status_code)
+                response = await http.post(
+                    "/p/release-them/sign",
+                    data={"form_token": token, "kind": "individual", "name": f"Load {n}-{i}",
+                          "email": f"load-{n}-{i}@example.org", "country": "DE"},
+                )  # fmt: skip
+                statuses.append(response.status_code)
 
-            async def restart() -> None:
-                await asyncio.sleep(0.5)
-                await asyncio.to_thread(_restart, server)
-                restarted.set()
+        async def restart() -> None:
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(_restart, server)
+            restarted.set()
 
-            await asyncio.gather(restart(), *(load(n) for n in range(4)))
-            assert set(statuses) <= {200, 303, 503}, sorted(set(statuses))
+        await asyncio.gather(restart(), *(load(n) for n in range(4)))
+        assert set(statuses) <= {200, 303, 503}, sorted(set(statuses))
 
-            async def healthy():
-                return (await http.get("/healthz")).status_code == 200
+        async def healthy():
+            return (await http.get("/healthz")).status_code == 200
 
-            assert await eventually(healthy, 30)
-            after = await http.post(
-                "/p/release-them/sign",
-                data={"form_token": token, "kind": "individual", "name": "After",
-                      "email": "after@example.org", "country": "DE"},
-            )  # fmt: skip
-            assert after.status_code == 303
-    finally:
-        server.cleanup()
+        assert await eventually(healthy, 30)
+        after = await http.post(
+            "/p/release-them/sign",
+            data={"form_token": token, "kind": "individual", "name": "After",
+                  "email": "after@example.org", "country": "DE"},
+        )  # fmt: skip
+        assert after.status_code == 303

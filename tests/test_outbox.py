@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from email.utils import make_msgid
 
@@ -12,6 +13,17 @@ from petitions.db import open_database
 from petitions.outbox import RetryPolicy, deliver_due, run_outbox_worker
 
 FAST_RETRY = RetryPolicy(base_seconds=0.05, max_seconds=0.2, max_attempts=50)
+
+
+@asynccontextmanager
+async def connected(db_url):
+    """A pool of the worker's own, as a separate process would have."""
+    db = open_database(db_url, max_size=2)
+    await db.connect()
+    try:
+        yield db
+    finally:
+        await db.disconnect()
 
 
 async def queue(conn, n: int) -> list[str]:
@@ -64,12 +76,8 @@ async def test_smtp_down_then_up_delivers_everything(conn, db_url, settings):
     port = free_port()
     down = replace(settings, smtp_host="127.0.0.1", smtp_port=port)
     ids = await queue(conn, 20)
-    db = open_database(db_url, max_size=2)
-    await db.connect()
-    try:
+    async with connected(db_url) as db:
         assert await deliver_due(db, down, policy=FAST_RETRY) == 20
-    finally:
-        await db.disconnect()
     rows = await conn.fetch("SELECT status, attempts, last_error FROM outbox")
     assert all(r["status"] == "waiting" and r["attempts"] == 1 for r in rows)
     assert all("SMTP connection failed" in r["last_error"] for r in rows)
@@ -91,14 +99,10 @@ async def test_retries_give_up_after_the_last_attempt(conn, db_url, settings):
     unreachable = replace(settings, smtp_host="127.0.0.1", smtp_port=free_port())
     await queue(conn, 2)
     policy = RetryPolicy(base_seconds=0.01, max_seconds=0.01, max_attempts=3)
-    db = open_database(db_url, max_size=2)
-    await db.connect()
-    try:
+    async with connected(db_url) as db:
         for _ in range(3):
             await deliver_due(db, unreachable, policy=policy)
             await asyncio.sleep(0.05)
-    finally:
-        await db.disconnect()
     rows = await conn.fetch("SELECT status, attempts FROM outbox")
     assert [(r["status"], r["attempts"]) for r in rows] == [("failed", 3), ("failed", 3)]
 
@@ -118,12 +122,8 @@ async def test_refused_recipient_fails_at_once(conn, db_url, mail_settings, mail
     mail_server.inbox.messages = []
     mail_server.start()
     await queue(conn, 2)
-    db = open_database(db_url, max_size=2)
-    await db.connect()
-    try:
+    async with connected(db_url) as db:
         await deliver_due(db, mail_settings)
-    finally:
-        await db.disconnect()
     rows = {r["recipient"]: r for r in await conn.fetch("SELECT * FROM outbox")}
     assert rows["r0@example.org"]["status"] == "failed"
     assert "550" in rows["r0@example.org"]["last_error"]
@@ -135,13 +135,9 @@ async def test_without_smtp_host_mail_goes_to_the_log(conn, db_url, settings, ca
     await queue(conn, 1)
     link = "http://127.0.0.1:8000/verify/" + "Ab3=" * 40
     await conn.execute("UPDATE outbox SET body_text = $1", f"Confirm your signature:\n\n{link}\n")
-    db = open_database(db_url, max_size=2)
-    await db.connect()
-    try:
+    async with connected(db_url) as db:
         with caplog.at_level(logging.INFO, logger="petitions.outbox"):
             assert await deliver_due(db, settings) == 1
-    finally:
-        await db.disconnect()
     assert "Message 0" in caplog.text and "r0@example.org" in caplog.text
     assert link in caplog.text  # whole, not broken by MIME line-wrapping
     assert await conn.fetchval("SELECT status FROM outbox") == "sent"
@@ -182,12 +178,8 @@ async def test_a_message_that_cannot_be_built_fails_alone(conn, db_url, mail_set
         "UPDATE outbox SET subject = 'Broken\nBcc: everyone@example.org' WHERE message_id = $1",
         ids[0],
     )
-    db = open_database(db_url, max_size=2)
-    await db.connect()
-    try:
+    async with connected(db_url) as db:
         await deliver_due(db, mail_settings)
-    finally:
-        await db.disconnect()
     rows = {r["message_id"]: r for r in await conn.fetch("SELECT * FROM outbox")}
     assert rows[ids[0]]["status"] == "failed" and "cannot build" in rows[ids[0]]["last_error"]
     assert rows[ids[1]]["status"] == "sent"
