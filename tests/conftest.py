@@ -93,6 +93,9 @@ def settings(db_url, tmp_path):
 async def app(settings):
     # Tests deliver email explicitly (outbox.deliver_due), so no background worker.
     application = create_app(settings, run_outbox_worker=False)
+    # Pages are rendered afresh for every request in tests, so that each assertion
+    # sees the present (test_pages checks the page cache itself).
+    application.state.page_cache.seconds = 0
     async with application.router.lifespan_context(application):
         yield application
 
