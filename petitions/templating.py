@@ -70,7 +70,6 @@ def make_templates() -> Jinja2Templates:
         organisation_type=lambda t: ORGANISATION_TYPES.get(t or "", ""),
     )
     env.globals.update(
-        country_names=country_names,
         country_options=country_options,
         organisation_types=ORGANISATION_TYPES,
         text_direction=lambda lang: "rtl" if (lang or "").split("-")[0] in RTL_LANGUAGES else "ltr",

@@ -46,9 +46,15 @@ def user_env():
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _run(args, env, cwd, timeout=120):
+def _run(args, env, cwd, timeout=120, stdin=None):
     return subprocess.run(
-        _command() + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        _command() + args,
+        input=stdin,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -132,24 +138,18 @@ def test_settings_from_env_file(tmp_path):
 
 
 def test_create_admin_from_stdin(user_env, tmp_path):
-    result = subprocess.run(
-        _command() + ["create-admin", "Owner@Example.org", "--password-stdin"],
-        input="correct horse battery staple\n",
-        env=user_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = _run(
+        ["create-admin", "Owner@Example.org", "--password-stdin"],
+        user_env,
+        tmp_path,
+        stdin="correct horse battery staple\n",
     )
     assert result.returncode == 0, result.stderr
     assert "created owner" in result.stdout
-    short = subprocess.run(
-        _command() + ["create-admin", "other@example.org", "--password-stdin"],
-        input="short\n",
-        env=user_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    short = _run(
+        ["create-admin", "other@example.org", "--password-stdin"],
+        user_env,
+        tmp_path,
+        stdin="short\n",
     )
     assert short.returncode == 2 and "at least" in short.stderr
