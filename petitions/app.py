@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -16,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import outbox
+from . import delivery
 from .auth import AdminSessions, session_key
 from .db import open_database
 from .events import LiveHub
@@ -28,8 +27,19 @@ from .security import ADMIN_MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders
 from .settings import Settings
 from .templating import make_templates
 from .tokens import Tokens
-from .views import embed, live, public, signing
-from .views.admin import admin_routes
+from .views import (
+    admin,
+    admin_export,
+    admin_moderation,
+    admin_outbox,
+    admin_petitions,
+    admin_updates,
+    admin_users,
+    embed,
+    live,
+    public,
+    signing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +55,40 @@ ERROR_TITLES = {
 }
 
 
-def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
-    """The app; with `run_outbox_worker`, it also delivers email in the background."""
+GET_POST = ["GET", "POST"]
+
+# The campaign's admin: every page but the login needs a logged-in admin
+# (`views.admin_base.admin_page`, which also names the role it needs).
+admin_routes = [
+    Route("/admin", admin.home, name="admin_home"),
+    Route("/admin/login", admin.login, methods=GET_POST, name="admin_login"),
+    Route("/admin/logout", admin.logout, methods=GET_POST, name="admin_logout"),
+    Route("/admin/password", admin.password, methods=GET_POST, name="admin_password"),
+    Route("/admin/petitions/new", admin_petitions.new_petition, methods=GET_POST,
+          name="admin_new_petition"),
+    Route("/admin/petitions/{slug}", admin_petitions.edit_petition, methods=GET_POST,
+          name="admin_petition"),
+    Route("/admin/petitions/{slug}/dashboard", admin_petitions.petition_dashboard,
+          name="admin_petition_dashboard"),
+    Route("/admin/petitions/{slug}/signatures", admin_moderation.moderation,
+          methods=GET_POST, name="admin_moderation"),
+    Route("/admin/petitions/{slug}/export.csv", admin_export.export_csv, name="admin_export"),
+    Route("/admin/petitions/{slug}/embed", admin_petitions.embed_help, name="admin_embed"),
+    Route("/admin/petitions/{slug}/updates", admin_updates.updates, methods=GET_POST,
+          name="admin_updates"),
+    # Owners only:
+    Route("/admin/outbox", admin_outbox.outbox, methods=GET_POST, name="admin_outbox"),
+    Route("/admin/outbox/{id}", admin_outbox.outbox_message, name="admin_outbox_message"),
+    Route("/admin/users", admin_users.users, methods=GET_POST, name="admin_users"),
+    Route("/admin/users/{id}", admin_users.change_user, methods=["POST"], name="admin_user"),
+]  # fmt: skip
+
+
+def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Starlette:
+    """The app; it also delivers email in the background when `run_outbox_worker`
+    (by default `settings.run_outbox_worker`; tests turn it off here)."""
+    if run_outbox_worker is None:
+        run_outbox_worker = settings.run_outbox_worker
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL (start the embedded server first)")
 
@@ -60,9 +102,7 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
         stop = asyncio.Event()
         worker = None
         if run_outbox_worker:
-            worker = asyncio.create_task(
-                outbox.run_outbox_worker(db, settings, stop, app.state.outbox_wakeup)
-            )
+            worker = asyncio.create_task(delivery.run_outbox_worker(db, settings, stop))
         try:
             yield
         finally:
@@ -94,12 +134,13 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
         Route("/p/{slug}/count.json", live.count_json, name="count_json"),
         Route("/p/{slug}/badge.svg", live.badge_svg, name="badge"),
         Route("/p/{slug}/events", live.events, name="events"),
-        Route("/p/{slug}/embed", embed.embed, methods=["GET", "POST"], name="embed"),
+        Route("/p/{slug}/embed", embed.embed, methods=["GET"], name="embed"),
+        Route("/p/{slug}/embed", signing.sign_embedded, methods=["POST"], name="embed_sign"),
         Route("/embed.js", embed.embed_js, name="embed_js"),
         Route("/favicon.ico", public.favicon, name="favicon"),
         *admin_routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-    ]
+    ]  # fmt: skip
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -124,7 +165,6 @@ def create_app(settings: Settings, run_outbox_worker: bool = True) -> Starlette:
     app.state.templates = make_templates()
     app.state.tokens = Tokens(settings.secret_key)
     app.state.mailer = Mailer(settings)
-    app.state.outbox_wakeup = asyncio.Event()
     app.state.page_cache = PageCache()
     return app
 
@@ -202,4 +242,4 @@ def create_app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` worker processes (see `petitions serve --workers`)."""
     from .settings import load_settings
 
-    return create_app(load_settings(), run_outbox_worker=not os.environ.get("PETITIONS_NO_WORKER"))
+    return create_app(load_settings())

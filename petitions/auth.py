@@ -15,31 +15,26 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from databases import Database
-from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import audit, throttle
 from .admins import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, password_matches
+from .clients import client_network
 from .db import raw_connection
 from .fields import has_forbidden_characters
 from .keys import derive_key
-from .signing import client_network
 
 SESSION_COOKIE = "petitions_admin"
 SESSION_MAX_AGE = 12 * 3600  # seconds without a request before a session ends
@@ -240,53 +235,6 @@ def csrf_valid(session: dict, submitted: object) -> bool:
     )
 
 
-def same_origin(request: Request) -> bool:
-    """A browser's POST names where it came from; another site's page may not post here."""
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    if not origin:
-        return True  # not every client sends one; the CSRF token still applies
-    parts = urlsplit(origin)
-    theirs = f"{parts.scheme}://{parts.netloc}".lower()
-    base = urlsplit(request.app.state.settings.base_url)
-    ours = {
-        f"{request.url.scheme}://{request.url.netloc}".lower(),
-        f"{base.scheme}://{base.netloc}".lower(),
-    }
-    return theirs in ours
-
-
-MAX_FORM_FIELDS = 1000
-MAX_FIELD_BYTES = 1024 * 1024
-
-
-async def read_form(request: Request) -> FormData:
-    return await request.form(
-        max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FIELD_BYTES
-    )
-
-
-async def check_post(request: Request) -> FormData:
-    """Read a POSTed admin form and refuse it (403) unless it carries the session's CSRF token."""
-    if not same_origin(request):
-        raise HTTPException(403, "This form was sent from another website.")
-    form = await read_form(request)
-    if not csrf_valid(request.session, form.get(CSRF_FIELD)):
-        raise HTTPException(
-            403,
-            "This form could not be checked (its security token is missing or out of date). "
-            "Go back, reload the page and send it again.",
-        )
-    return form
-
-
-def login_url(request: Request) -> str:
-    target = request.url.path
-    if request.url.query:
-        target += "?" + request.url.query
-    login = request.url_for("admin_login").include_query_params(next=target)
-    return str(login)
-
-
 def safe_next(target: str | None) -> str | None:
     """Where to go after logging in: only an admin page of this site."""
     if not target or len(target) > 2000:
@@ -295,34 +243,3 @@ def safe_next(target: str | None) -> str | None:
     if parts.scheme or parts.netloc or "\\" in target or target.startswith("//"):
         return None
     return target if is_admin_path(parts.path) else None
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def admin_page(role: str = "editor") -> Callable[[Handler], Handler]:
-    """Guard a handler: anonymous -> 303 to the login page; a too-small role -> 403;
-    a POST without the CSRF token -> 403. The handler finds `request.state.admin`
-    and, for a POST, the checked form in `request.state.form`."""
-    if role not in ROLES:
-        raise ValueError(role)
-
-    def decorate(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def guarded(request: Request) -> Response:
-            admin = await current_admin(request)
-            if admin is None:
-                if "admin" in request.session:  # a session that ended: forget it
-                    end_session(request.session)
-                return RedirectResponse(login_url(request), status_code=303)
-            if role == "owner" and not admin.is_owner:
-                raise HTTPException(403, "Only an owner of this site may do this.")
-            request.state.admin = admin
-            if request.method == "POST":
-                request.state.form = await check_post(request)
-            return await handler(request)
-
-        guarded.required_role = role  # type: ignore[attr-defined]
-        return guarded
-
-    return decorate

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 
 import asyncpg
 
@@ -128,7 +129,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.workers == 1:
             from .app import create_app
 
-            app = create_app(settings.with_database(url), run_outbox_worker=not args.no_worker)
+            if args.no_worker:
+                settings = replace(settings, run_outbox_worker=False)
+            app = create_app(settings.with_database(url))
             uvicorn.run(app, **options)
         else:
             # Worker processes re-read the settings from the environment: hand them
@@ -148,7 +151,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from .db import open_database
-    from .outbox import run_outbox_worker
+    from .delivery import run_outbox_worker
 
     async def run(url: str) -> None:
         await migrate(url)
@@ -160,7 +163,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(signum, stop.set)
         log.info("outbox worker running (%s)", settings.smtp_host or "no SMTP_HOST: to the log")
         try:
-            await run_outbox_worker(db, settings, stop)
+            await run_outbox_worker(db, settings.with_database(url), stop)
         finally:
             await db.disconnect()
 
@@ -228,13 +231,14 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from .export import BadExport, ExportFilter, export_to_file
+    from .export import ExportFilter, export_to_file
+    from .fields import BadValue
 
     try:
         filters = ExportFilter.parse(
             {"status": args.status, "kind": args.kind, "country": args.country, "since": args.since}
         )
-    except BadExport as error:
+    except BadValue as error:
         print(f"petitions: {error}", file=sys.stderr)
         return 2
     output = Path(args.output) if args.output and args.output != "-" else None

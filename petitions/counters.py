@@ -20,7 +20,7 @@ from .petitions import Counts, get_counts_for, valid_slug
 
 
 @dataclass(frozen=True)
-class PetitionSummary:
+class CachedPetition:
     """What counters, badges and event streams need to know of a petition."""
 
     id: int
@@ -36,7 +36,7 @@ class PetitionSummary:
 
 @dataclass(frozen=True)
 class CountSnapshot:
-    petition: PetitionSummary
+    petition: CachedPetition
     counts: Counts
 
     @property
@@ -98,7 +98,7 @@ class CountCache:
             self._slugs.pop(snapshot.petition.slug, None)
 
     async def refresh(
-        self, petition_ids: list[int], summaries: dict[int, PetitionSummary] | None = None
+        self, petition_ids: list[int], summaries: dict[int, CachedPetition] | None = None
     ) -> None:
         """Re-read the tallies of these petitions (one query for all of them)."""
         known = set(self._by_id) | set(summaries or {})
@@ -118,7 +118,7 @@ class CountCache:
             return
         async with raw_connection(self.db) as conn:
             rows = await conn.fetch(_SUMMARY_SQL + " WHERE id = ANY($1::bigint[])", ids)
-        summaries = {r["id"]: PetitionSummary(**dict(r)) for r in rows}
+        summaries = {r["id"]: CachedPetition(**dict(r)) for r in rows}
         for pid in set(ids) - set(summaries):
             self.forget(pid)
         for pid, summary in summaries.items():
@@ -127,10 +127,10 @@ class CountCache:
                 self._slugs.pop(old.petition.slug, None)
         await self.refresh(list(summaries), summaries)
 
-    async def _load_summary(self, where: str, value) -> PetitionSummary | None:
+    async def _load_summary(self, where: str, value) -> CachedPetition | None:
         async with raw_connection(self.db) as conn:
             row = await conn.fetchrow(f"{_SUMMARY_SQL} WHERE {where}", value)
-        return PetitionSummary(**dict(row)) if row else None
+        return CachedPetition(**dict(row)) if row else None
 
 
 _SUMMARY_SQL = "SELECT id, slug, status, goal, closes_at FROM petitions"

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from databases import Database
 
 from .db import raw_connection
-from .moderation import STATUSES
+from .signature import Status
 
 DAYS_SHOWN = 90
 COUNTRIES_SHOWN = 15
@@ -21,7 +21,7 @@ REFS_SHOWN = 10
 
 
 @dataclass(frozen=True)
-class PetitionSummary:
+class PetitionOverview:
     id: int
     slug: str
     title: str
@@ -37,7 +37,7 @@ class PetitionSummary:
 _STATUS_ORDER = "array_position(ARRAY['open', 'draft', 'closed', 'archived'], p.status)"
 
 
-async def petition_summaries(db: Database) -> list[PetitionSummary]:
+async def petition_overviews(db: Database) -> list[PetitionOverview]:
     """Every petition, drafts and archived ones too: open first, then newest."""
     async with raw_connection(db) as conn:
         rows = await conn.fetch(
@@ -58,7 +58,7 @@ async def petition_summaries(db: Database) -> list[PetitionSummary]:
              ORDER BY {_STATUS_ORDER}, p.created_at DESC, p.id DESC
             """
         )
-    return [PetitionSummary(**dict(r)) for r in rows]
+    return [PetitionOverview(**dict(r)) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ async def petition_stats(
             petition_id,
             REFS_SHOWN,
         )
-    by_status = dict.fromkeys(STATUSES, 0)
+    by_status = dict.fromkeys(Status, 0)
     by_status.update({r["status"]: r["n"] for r in statuses})
     per_day = {r["day"]: r["n"] for r in daily}
     days = [

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -89,3 +90,51 @@ def database_url_for(settings: Settings) -> Iterator[str]:
     server = start_embedded_server(settings.data_dir)
     asyncio.run(ensure_database(server.get_uri(), EMBEDDED_DATABASE))
     yield with_database_name(server.get_uri(), EMBEDDED_DATABASE)
+
+
+LISTENER_HEARTBEAT_SECONDS = 5.0
+
+
+async def listen_forever(
+    dsn: str,
+    channel: str,
+    on_notify: Callable[[str], None],
+    on_connected: Callable[[], Awaitable[None]],
+    on_lost: Callable[[], None] = lambda: None,
+    application_name: str = "petitions listener",
+) -> None:
+    """LISTEN on `channel` on a connection of its own, for ever (until cancelled).
+
+    `on_notify(payload)` gets each notification; `on_connected()` runs after every
+    (re)connection, to catch up on what was missed meanwhile. The connection is
+    checked every few seconds so a dead socket is noticed early, and after the
+    database restarts it reconnects with backoff."""
+    delay = 0.2
+    while True:
+        conn = None
+        try:
+            conn = await asyncpg.connect(
+                dsn, timeout=10, server_settings={"application_name": application_name}
+            )
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+            await conn.add_listener(channel, lambda _c, _pid, _ch, payload: on_notify(payload))
+            await on_connected()
+            delay = 0.2
+            log.info("%s: listening on %s", application_name, channel)
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), LISTENER_HEARTBEAT_SECONDS)
+                if not lost.is_set():
+                    await conn.execute("SELECT 1")
+            log.warning("%s lost its connection; reconnecting", application_name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the database is restarting or unreachable
+            log.warning("%s lost (%s); reconnecting", application_name, error)
+        finally:
+            on_lost()
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)

@@ -30,6 +30,7 @@ import asyncpg
 
 from .db import asyncpg_dsn
 from .keys import email_hash, normalise_email
+from .signature import Display, Status
 
 DEMO_SLUG = "free-haft-tapeh-workers"
 DEMO_GOAL = 5000
@@ -393,7 +394,6 @@ LOCAL_COMMENTS = {
     "persian": "همبستگی با کارگران هفت‌تپه",
 }
 
-DISPLAYS = ("public", "initials", "anonymous")
 INDIVIDUAL_DISPLAY_WEIGHTS = (68, 20, 12)
 ORGANISATION_DISPLAY_WEIGHTS = (90, 7, 3)
 CAUTIOUS_DISPLAY_WEIGHTS = (0, 40, 60)
@@ -401,7 +401,7 @@ CAUTIOUS_DISPLAY_WEIGHTS = (0, 40, 60)
 # Rows ---------------------------------------------------------------------------
 
 
-class SignatureRow(NamedTuple):
+class GeneratedSignature(NamedTuple):
     """One row for COPY into signatures: the field names are the column names.
 
     Generated columns (id, public_id, organisation_key) are left to the database.
@@ -427,7 +427,7 @@ class SignatureRow(NamedTuple):
     comment: str | None = None
     updates: bool = False
     ref: str | None = None
-    status: str = "verified"
+    status: str = Status.VERIFIED
     language: str = "en"
 
 
@@ -475,7 +475,7 @@ class SignerPool:
             weights = CAUTIOUS_DISPLAY_WEIGHTS
         else:
             weights = INDIVIDUAL_DISPLAY_WEIGHTS
-        return self.rng.choices(DISPLAYS, weights)[0]
+        return self.rng.choices(list(Display), weights)[0]
 
     def comment(self, country: Country, share: float) -> str | None:
         if self.rng.random() >= share:
@@ -516,7 +516,7 @@ def _website(name: str) -> str:
 
 def demo_signatures(
     secret_key: str, petition_id: int, version_id: int, start: datetime, end: datetime
-) -> list[SignatureRow]:
+) -> list[GeneratedSignature]:
     """The demo's signatories: the same people every time (a seeded generator)."""
     pool = SignerPool(random.Random(DEMO_SEED), start, end)
     taken: set[tuple[str, str]] = set()
@@ -527,7 +527,7 @@ def demo_signatures(
         country = pool.country(for_organisation=kind == "organisation")
         city = pool.rng.choice(country.cities)
         created, verified = pool.times(skew=1.6)
-        row = SignatureRow(
+        row = GeneratedSignature(
             petition_id=petition_id,
             version_id=version_id,
             kind=kind,
@@ -653,7 +653,7 @@ class GenerationRun:
 
 def generated_signatures(
     run: GenerationRun, pool: SignerPool, first: int, count: int
-) -> list[SignatureRow]:
+) -> list[GeneratedSignature]:
     """Rows first .. first+count-1 of a run: mostly individuals, some organisations."""
     rng = pool.rng
     rows = []
@@ -664,7 +664,7 @@ def generated_signatures(
         country = pool.country(for_organisation=is_organisation)
         city = rng.choice(country.cities)
         created, verified = pool.times()
-        row = SignatureRow(
+        row = GeneratedSignature(
             petition_id=run.petition_id,
             version_id=run.version_id,
             kind=kind,
@@ -728,7 +728,7 @@ async def add_generated_signatures(
         start = min(max(petition["since"], now - timedelta(days=GENERATED_DAYS)), now)
         pool = SignerPool(random.Random(run.token), start, now)
 
-        def batch(done: int) -> list[SignatureRow]:
+        def batch(done: int) -> list[GeneratedSignature]:
             return generated_signatures(run, pool, done + 1, min(GENERATED_BATCH, count - done))
 
         return await _copy_in_batches(conn, batch, count, progress)
@@ -738,7 +738,7 @@ async def add_generated_signatures(
 
 async def _copy_in_batches(
     conn: asyncpg.Connection,
-    batch: Callable[[int], list[SignatureRow]],
+    batch: Callable[[int], list[GeneratedSignature]],
     count: int,
     progress: Callable[[int], None] | None,
 ) -> int:
@@ -763,5 +763,5 @@ async def _copy_in_batches(
     return done
 
 
-async def _copy_signatures(conn: asyncpg.Connection, rows: list[SignatureRow]) -> None:
-    await conn.copy_records_to_table("signatures", records=rows, columns=SignatureRow._fields)
+async def _copy_signatures(conn: asyncpg.Connection, rows: list[GeneratedSignature]) -> None:
+    await conn.copy_records_to_table("signatures", records=rows, columns=GeneratedSignature._fields)

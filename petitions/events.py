@@ -17,18 +17,16 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-import asyncpg
 from databases import Database
 
 from .counters import CountCache
-from .db import asyncpg_dsn, raw_connection
+from .db import asyncpg_dsn, listen_forever, raw_connection
 from .signatories import public_entry
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "petition_events"
 RECONCILE_SECONDS = 30.0
-HEARTBEAT_SECONDS = 5.0
 EVENT_RETENTION = "2 days"
 REPLAY_LIMIT = 500
 QUEUE_SIZE = 256
@@ -161,36 +159,21 @@ class LiveHub:
     # Listening ------------------------------------------------------------------
 
     async def _listen_forever(self) -> None:
-        delay = 0.2
-        while not self._stopping:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self.dsn, timeout=10)
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._on_notify)
-                await self._catch_up()
-                self.connections += 1
-                self.connected.set()
-                delay = 0.2
-                log.info("listening for live events")
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), HEARTBEAT_SECONDS)
-                    if not lost.is_set():
-                        await conn.execute("SELECT 1")  # notice a dead socket early
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the database is restarting or unreachable
-                log.warning("live events listener lost (%s); reconnecting", error)
-            finally:
-                self.connected.clear()
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        async def connected() -> None:
+            await self._catch_up()
+            self.connections += 1
+            self.connected.set()
 
-    def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
+        await listen_forever(
+            self.dsn,
+            CHANNEL,
+            on_notify=self._on_notify,
+            on_connected=connected,
+            on_lost=self.connected.clear,
+            application_name="petitions live events",
+        )
+
+    def _on_notify(self, payload: str) -> None:
         try:
             message = json.loads(payload)
             petition_id = int(message["petition"])

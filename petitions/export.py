@@ -26,19 +26,13 @@ from typing import TextIO
 import asyncpg
 from databases import Database
 
-from .countries import COUNTRY_CODES
 from .db import asyncpg_dsn, raw_connection
-from .fields import parse_moment
+from .fields import FieldReader
+from .signature import Kind, Status
 
-STATUSES = ("pending", "verified", "held", "rejected", "withdrawn")
-KINDS = ("individual", "organisation")
 BOM = "\ufeff".encode()
 QUEUE_CHUNKS = 8  # chunks waiting between PostgreSQL and a slow reader, at most
 STALLED_READER_SECONDS = 300  # a reader that takes nothing for this long is given up
-
-
-class BadExport(ValueError):
-    """A filter is malformed; the message is safe to show."""
 
 
 def _neutralised(column: str) -> str:
@@ -98,34 +92,25 @@ _EXPORT = (
 
 @dataclass(frozen=True)
 class ExportFilter:
-    status: str | None = "verified"  # None: every status
+    status: str | None = Status.VERIFIED  # None: every status
     kind: str | None = None
     country: str | None = None
     since: datetime | None = None  # confirmed (or, if never confirmed, made) at or after
 
     @classmethod
     def parse(cls, params: Mapping[str, object]) -> ExportFilter:
-        def get(name: str) -> str:
-            value = params.get(name)
-            return value.strip() if isinstance(value, str) else ""
-
-        status = get("status") or "verified"
-        if status != "all" and status not in STATUSES:
-            raise BadExport(f"`status` must be all or one of {', '.join(STATUSES)}.")
-        kind = get("kind") or None
-        if kind is not None and kind not in KINDS:
-            raise BadExport("`kind` must be individual or organisation.")
-        country = get("country").upper() or None
-        if country is not None and country not in COUNTRY_CODES:
-            raise BadExport("`country` must be an ISO 3166-1 alpha-2 code such as IR.")
-        since = None
-        if get("since"):
-            since = parse_moment(get("since"))
-            if since is None:
-                raise BadExport(
-                    "`since` must be a date such as 2025-05-01 or a time such as "
-                    "2025-05-01T18:00:00Z."
-                )
+        """Raises FieldErrors (a BadValue) naming what is wrong."""
+        read = FieldReader(params)
+        status = read.choice(
+            "status", "", ["all", *Status], default=Status.VERIFIED,
+            message=f"`status` must be all or one of {', '.join(Status)}.",
+        )  # fmt: skip
+        kind = read.option("kind", list(Kind), "`kind` must be individual or organisation.")
+        country = read.country(
+            "country", "`country` must be an ISO 3166-1 alpha-2 code such as IR."
+        )
+        since = read.moment("since", "`since`")
+        read.check()
         return cls(None if status == "all" else status, kind, country, since)
 
     def arguments(self, petition_id: int) -> tuple:

@@ -1,8 +1,11 @@
-"""Checking the values of admin forms and query strings: text, whole numbers, times, choices.
+"""Checking every form and query string, public and admin: text, emails, web addresses,
+whole numbers, times, choices, countries.
 
 A `FieldReader` collects one message per bad field instead of stopping at the
-first, so a form comes back with every problem marked at once. Nothing here
-knows about HTTP: it reads any mapping of names to strings.
+first, so a form comes back with every problem marked at once; `check()` raises
+them together as `FieldErrors`. Nothing here knows about HTTP: it reads any
+mapping of names to strings. This module holds the one definition of the
+characters no field may contain.
 """
 
 from __future__ import annotations
@@ -12,6 +15,12 @@ import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+
+from .countries import COUNTRY_CODES
+from .keys import normalise_email
 
 # C0 controls (but tab and newline where multi-line text is allowed), DEL, C1
 # controls, bidirectional overrides and Unicode non-characters.
@@ -20,6 +29,7 @@ _FORBIDDEN = re.compile(
 )
 _FORBIDDEN_IN_LINE = re.compile(r"[\t\n\r]")
 
+MAX_EMAIL_LENGTH = 254
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2100
 
@@ -28,12 +38,20 @@ class BadValue(ValueError):
     """A malformed query or form value; the message is safe to show."""
 
 
-class FieldErrors(Exception):
-    """Bad form values: field name -> a message that is safe to show."""
+class FieldErrors(BadValue):
+    """Bad form values: field name -> a message that is safe to show.
+
+    As a `BadValue` its text is the messages joined, for a query string whose
+    errors are shown on one error page."""
 
     def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(errors)
+        super().__init__(" ".join(errors.values()))
         self.errors = errors
+
+
+def _figure(n: int) -> str:
+    """1000 and 100,000: digits grouped from five on, as most style guides write them."""
+    return f"{n:,}" if n >= 10_000 else str(n)
 
 
 def has_forbidden_characters(value: str, multiline: bool = False) -> bool:
@@ -94,7 +112,10 @@ class FieldReader:
                 self.fail(name, f"{label} is required.")
             return ""
         if len(text) > limit:
-            self.fail(name, f"{label} must be at most {limit:,} characters (it has {len(text):,}).")
+            self.fail(
+                name,
+                f"{label} must be at most {_figure(limit)} characters (it has {_figure(len(text))}).",
+            )
             return ""
         return text
 
@@ -142,12 +163,99 @@ class FieldReader:
             )
         return value
 
-    def choice(self, name: str, label: str, choices: Collection[str], default: str = "") -> str:
+    def choice(
+        self,
+        name: str,
+        label: str,
+        choices: Collection[str],
+        default: str = "",
+        message: str | None = None,
+    ) -> str:
         value = self.raw(name).strip() or default
         if value not in choices:
-            self.fail(name, f"Choose {label} from the list.")
+            self.fail(name, message or f"Choose {label} from the list.")
             return default
         return value
+
+    def option(self, name: str, choices: Collection[str], message: str) -> str | None:
+        """A filter that may be left out: None when empty."""
+        value = self.raw(name).strip()
+        if not value:
+            return None
+        if value not in choices:
+            self.fail(name, message)
+            return None
+        return value
+
+    def country(self, name: str, message: str, required: bool = False) -> str | None:
+        """An ISO 3166-1 alpha-2 code, in any case."""
+        value = self.raw(name).strip().upper()
+        if not value and not required:
+            return None
+        if value not in COUNTRY_CODES:
+            self.fail(name, message)
+            return None
+        return value
+
+    def search(self, name: str, limit: int) -> str | None:
+        """Search text for a list: one line, bounded."""
+        value = self.raw(name).strip()
+        if not value:
+            return None
+        if len(value) > limit:
+            self.fail(name, f"The search text is longer than {limit} characters.")
+            return None
+        if has_forbidden_characters(value):
+            self.fail(name, "The search text contains control characters.")
+            return None
+        return value
+
+    def email(self, name: str, required_message: str) -> str:
+        """An email address, normalised as stored (trimmed, NFC, lower case)."""
+        raw = self.raw(name).strip()
+        if not raw:
+            self.fail(name, required_message)
+            return ""
+        if len(raw) > MAX_EMAIL_LENGTH or has_forbidden_characters(raw):
+            self.fail(name, "This does not look like an email address.")
+            return ""
+        try:
+            checked = validate_email(raw, check_deliverability=False)
+        except EmailNotValidError as error:
+            self.fail(name, f"This does not look like an email address: {error}")
+            return ""
+        email = normalise_email(checked.normalized)
+        if len(email) > MAX_EMAIL_LENGTH:
+            self.fail(name, "This email address is too long.")
+            return ""
+        return email
+
+    def website(self, name: str, message: str, limit: int = 500) -> str | None:
+        """An http(s) address; `union.example.org` is taken as https://union.example.org."""
+        raw = self.raw(name).strip()
+        if not raw:
+            return None
+        if not re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.I):
+            raw = "https://" + raw
+        try:
+            parts = urlsplit(raw)
+            host = parts.hostname or ""
+        except ValueError:
+            parts, host = None, ""
+        valid = (
+            parts is not None
+            and parts.scheme.lower() in ("http", "https")
+            and len(raw) <= limit
+            and not re.search(r"[\s<>\"'\\]", raw)
+            and not has_forbidden_characters(raw)
+            and "." in host
+            and not parts.username
+            and not parts.password
+        )
+        if not valid:
+            self.fail(name, message)
+            return None
+        return parts.scheme.lower() + raw[len(parts.scheme) :]
 
     def flag(self, name: str) -> bool:
         return self.raw(name) in ("1", "on", "yes", "true")

@@ -1,36 +1,26 @@
-"""Moderation: the campaign's view of every signature, and approving, rejecting, restoring.
+"""Moderation: the campaign's view of every signature, and the moderator's actions on them.
 
-Each action is one UPDATE of `signatures.status` (the tally triggers keep the
-counts, and the live updates hear of it) together with one audit-log row per
-signature changed, in one statement.
-
-- approve: held -> verified, counted from now.
-- reject: pending, verified or held -> rejected (the data stays, so it can be restored).
-- restore: rejected -> verified when its email had been confirmed, else back to
-  pending (an unconfirmed signature must never count).
+The actions (approve, reject, restore) are transitions of the signature's
+lifecycle, defined and applied in `signature.py`; this module lists and
+filters signatures for the moderation page and describes what an action did.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from databases import Database
 
-from .countries import COUNTRY_CODES
+from . import signature
 from .db import raw_connection
-from .fields import BadValue, has_forbidden_characters
+from .fields import BadValue, FieldReader
+from .signature import MODERATOR_ACTIONS, Kind, Status
 
-STATUSES = ("pending", "verified", "held", "rejected", "withdrawn")
-KINDS = ("individual", "organisation")
 MAX_QUERY_LENGTH = 200
 PAGE_SIZE = 50
-
-
-class BadModerationRequest(BadValue):
-    """A filter or action is malformed; the message is safe to show."""
+ACTION_NAMES = tuple(t.name for t in MODERATOR_ACTIONS)
 
 
 @dataclass(frozen=True)
@@ -42,26 +32,17 @@ class ModerationFilter:
 
     @classmethod
     def parse(cls, params: Mapping[str, object]) -> ModerationFilter:
-        def get(name: str) -> str | None:
-            value = params.get(name)
-            return value.strip() or None if isinstance(value, str) else None
-
-        status, kind = get("status"), get("kind")
-        country = (get("country") or "").upper() or None
-        q = get("q")
-        if status is not None and status not in STATUSES:
-            raise BadModerationRequest(f"`status` must be one of {', '.join(STATUSES)}.")
-        if kind is not None and kind not in KINDS:
-            raise BadModerationRequest("`kind` must be individual or organisation.")
-        if country is not None and country not in COUNTRY_CODES:
-            raise BadModerationRequest("`country` must be an ISO 3166-1 alpha-2 code such as IR.")
-        if q is not None:
-            if len(q) > MAX_QUERY_LENGTH:
-                raise BadModerationRequest(
-                    f"The search text is longer than {MAX_QUERY_LENGTH} characters."
-                )
-            if has_forbidden_characters(q):
-                raise BadModerationRequest("The search text contains control characters.")
+        """Raises FieldErrors (a BadValue) naming what is wrong."""
+        read = FieldReader(params)
+        status = read.option(
+            "status", list(Status), f"`status` must be one of {', '.join(Status)}."
+        )
+        kind = read.option("kind", list(Kind), "`kind` must be individual or organisation.")
+        country = read.country(
+            "country", "`country` must be an ISO 3166-1 alpha-2 code such as IR."
+        )
+        q = read.search("q", MAX_QUERY_LENGTH)
+        read.check()
         return cls(status, kind, country, q)
 
     def as_query(self) -> dict[str, str]:
@@ -75,7 +56,7 @@ def _like(q: str) -> str:
 
 
 @dataclass(frozen=True)
-class SignatureRow:
+class ModerationRow:
     id: int
     public_id: object
     kind: str
@@ -121,7 +102,7 @@ async def list_signatures(
     filters: ModerationFilter,
     after: int | None = None,
     limit: int = PAGE_SIZE,
-) -> tuple[list[SignatureRow], int | None]:
+) -> tuple[list[ModerationRow], int | None]:
     """One page of signatures, newest first, and where the next page starts (None: last)."""
     async with raw_connection(db) as conn:
         rows = await conn.fetch(
@@ -134,7 +115,7 @@ async def list_signatures(
             after,
             limit + 1,
         )
-    page = [SignatureRow(**dict(r)) for r in rows[:limit]]
+    page = [ModerationRow(**dict(r)) for r in rows[:limit]]
     return page, (page[-1].id if len(rows) > limit else None)
 
 
@@ -144,62 +125,24 @@ async def status_counts(db: Database, petition_id: int) -> dict[str, int]:
             "SELECT status, count(*) AS n FROM signatures WHERE petition_id = $1 GROUP BY status",
             petition_id,
         )
-    counts = dict.fromkeys(STATUSES, 0)
+    counts = dict.fromkeys(Status, 0)
     counts.update({r["status"]: r["n"] for r in rows})
     return counts
 
 
 # Actions --------------------------------------------------------------------------
 
-# action -> (the statuses it applies to, the new status, the new verified_at)
-ACTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "approve": (("held",), "'verified'", "now()"),
-    "reject": (("pending", "verified", "held"), "'rejected'", "s.verified_at"),
-    "restore": (
-        ("rejected",),
-        "CASE WHEN s.verified_at IS NOT NULL THEN 'verified' ELSE 'pending' END",
-        "s.verified_at",
-    ),
-}
-
 
 async def moderate(
     db: Database, petition_id: int, admin_id: int, action: str, signature_ids: Sequence[int]
 ) -> int:
     """Apply `action` to those of the signatures it fits; return how many changed."""
-    if action not in ACTIONS:
-        raise BadModerationRequest("Choose approve, reject or restore.")
+    if action not in ACTION_NAMES:
+        raise BadValue("Choose approve, reject or restore.")
     if not signature_ids:
         return 0
-    applies_to, new_status, new_verified_at = ACTIONS[action]
-    statement = f"""
-    WITH target AS (
-        SELECT id, status FROM signatures
-         WHERE petition_id = $1 AND id = ANY($2::bigint[]) AND status = ANY($3::text[])
-         ORDER BY id
-           FOR UPDATE
-    ), changed AS (
-        UPDATE signatures s
-           SET status = {new_status}, verified_at = {new_verified_at}, updated_at = now()
-          FROM target t
-         WHERE s.id = t.id
-        RETURNING s.id, t.status AS old_status, s.status AS new_status
-    )
-    INSERT INTO audit_log (admin_id, action, petition_id, signature_id, details)
-    SELECT $4, $5, $1, id, jsonb_build_object('from', old_status, 'to', new_status)
-      FROM changed
-    RETURNING signature_id
-    """
     async with raw_connection(db) as conn:
-        changed = await conn.fetch(
-            statement,
-            petition_id,
-            list(signature_ids),
-            list(applies_to),
-            admin_id,
-            f"signature.{action}",
-        )
-    return len(changed)
+        return await signature.moderate(conn, petition_id, admin_id, action, signature_ids)
 
 
 def describe(action: str, changed: int, asked: int) -> str:
@@ -215,10 +158,7 @@ def describe(action: str, changed: int, asked: int) -> str:
     return message
 
 
-_SAFE_ACTION = re.compile(r"^(approve|reject|restore)$")
-
-
 def parse_action(raw: object) -> str:
-    if not isinstance(raw, str) or not _SAFE_ACTION.match(raw):
-        raise BadModerationRequest("Choose approve, reject or restore.")
-    return raw
+    if raw not in ACTION_NAMES:
+        raise BadValue("Choose approve, reject or restore.")
+    return raw  # type: ignore[return-value]

@@ -1,218 +1,139 @@
-"""The outbox worker: delivers outbox rows over SMTP, or to the log when no SMTP_HOST is set.
-
-Rows are claimed with FOR UPDATE SKIP LOCKED inside a transaction that stays open
-while they are sent, so two workers never take the same row, and a crash before
-the commit leaves the rows waiting for the next try (at-least-once; the stored
-Message-ID lets mail systems drop a repeat).
-"""
+"""The outbox as an admin sees it: what waits, what went, what failed, and trying again."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate
+from datetime import datetime
 
-import aiosmtplib
 from databases import Database
 
+from . import audit
 from .db import raw_connection
-from .settings import Settings
 
-log = logging.getLogger(__name__)
+STATUSES = ("waiting", "sent", "failed")
+PURPOSES = ("verification", "reminder", "update", "test", "notice")
+PAGE_SIZE = 50
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    base_seconds: float = 30.0
-    max_seconds: float = 6 * 3600.0
-    max_attempts: int = 12  # about two days of trying before a row is marked failed
-
-    def delay(self, attempts: int) -> float:
-        return min(self.base_seconds * 2 ** (attempts - 1), self.max_seconds) * random.uniform(
-            0.8, 1.2
-        )
-
-
-_CLAIM = """
-SELECT id, recipient, subject, body_text, body_html, headers, message_id, attempts
-  FROM outbox
- WHERE status = 'waiting' AND next_attempt_at <= now()
- ORDER BY next_attempt_at, id
- LIMIT $1
-   FOR UPDATE SKIP LOCKED
-"""
+class OutboxRow:
+    id: int
+    purpose: str
+    recipient: str
+    subject: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
 
 
-def readable(message: EmailMessage) -> str:
-    """An email as a person reads it (no MIME encoding to break the links), for the log."""
-    text = message.get_body(("plain",)).get_content()
-    return (
-        "email (no SMTP_HOST set, so written here instead of sent)\n"
-        f"To: {message['To']}\nSubject: {message['Subject']}\n\n{text}"
-    )
+@dataclass(frozen=True)
+class OutboxMessage:
+    row: OutboxRow
+    headers: dict[str, str]
+    message_id: str | None
+    body_text: str
+    petition_slug: str | None
 
 
-class _Permanent(Exception):
-    """A delivery that no retry can mend."""
+_COLUMNS = (
+    "id, purpose, recipient, subject, status, attempts, next_attempt_at, last_error, "
+    "created_at, sent_at"
+)
 
 
-def build_email(row, settings: Settings) -> EmailMessage:
-    """The message for an outbox row; a row that cannot make a valid message (a
-    line break in a header, say) raises _Permanent, so it fails alone."""
-    try:
-        return _build_email(row, settings)
-    except (ValueError, TypeError) as error:
-        raise _Permanent(f"cannot build the message: {error}") from None
+async def status_counts(db: Database) -> dict[str, int]:
+    async with raw_connection(db) as conn:
+        rows = await conn.fetch("SELECT status, count(*) AS n FROM outbox GROUP BY status")
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update({r["status"]: r["n"] for r in rows})
+    return counts
 
 
-def _build_email(row, settings: Settings) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = settings.mail_from
-    message["To"] = row["recipient"]
-    message["Subject"] = row["subject"]
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = row["message_id"]
-    headers = row["headers"]
-    for name, value in (json.loads(headers) if isinstance(headers, str) else headers or {}).items():
-        message[name] = value
-    message.set_content(row["body_text"])
-    if row["body_html"]:
-        message.add_alternative(row["body_html"], subtype="html")
-    return message
-
-
-async def deliver_due(
-    db: Database, settings: Settings, batch_size: int = 20, policy: RetryPolicy = RetryPolicy()
-) -> int:
-    """Deliver one batch of due rows; return how many were claimed."""
-    async with raw_connection(db) as conn, conn.transaction():
-        rows = await conn.fetch(_CLAIM, batch_size)
-        if not rows:
-            return 0
-        if settings.smtp_host is None:
-            for row in rows:
-                try:
-                    log.info("%s", readable(build_email(row, settings)))
-                except _Permanent as error:
-                    await _mark_failed(conn, row["id"], str(error))
-                else:
-                    await _mark_sent(conn, row["id"])
-            return len(rows)
-        try:
-            smtp = await _connect(settings)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-            log.warning(
-                "SMTP server unreachable (%s); %d emails wait for a retry", error, len(rows)
-            )
-            for row in rows:
-                await _mark_retry(conn, row, f"SMTP connection failed: {error}", policy)
-            return len(rows)
-        try:
-            for row in rows:
-                try:
-                    await _send(smtp, build_email(row, settings))
-                except _Permanent as error:
-                    await _mark_failed(conn, row["id"], str(error))
-                except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-                    await _mark_retry(conn, row, str(error), policy)
-                else:
-                    await _mark_sent(conn, row["id"])
-        finally:
-            try:
-                await smtp.quit()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                smtp.close()
-    return len(rows)
-
-
-async def _connect(settings: Settings) -> aiosmtplib.SMTP:
-    smtp = aiosmtplib.SMTP(
-        hostname=settings.smtp_host,
-        port=settings.smtp_port,
-        use_tls=settings.smtp_tls == "tls",
-        start_tls=True if settings.smtp_tls == "starttls" else False,
-        timeout=30,
-    )
-    await smtp.connect()
-    if settings.smtp_user:
-        await smtp.login(settings.smtp_user, settings.smtp_password or "")
-    return smtp
-
-
-async def _send(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
-    try:
-        await smtp.send_message(message)
-    except aiosmtplib.SMTPRecipientsRefused as error:
-        codes = [r.code for r in error.recipients]
-        if all(code >= 500 for code in codes):
-            raise _Permanent(f"recipient refused: {error}") from None
-        raise
-    except aiosmtplib.SMTPResponseException as error:
-        if error.code >= 500:
-            raise _Permanent(f"{error.code} {error.message}") from None
-        raise
-
-
-async def _mark_sent(conn, outbox_id: int) -> None:
-    await conn.execute(
-        "UPDATE outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1, "
-        "last_error = NULL WHERE id = $1",
-        outbox_id,
-    )
-
-
-async def _mark_failed(conn, outbox_id: int, error: str) -> None:
-    log.warning("email %d failed for good: %s", outbox_id, error)
-    await conn.execute(
-        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1",
-        outbox_id,
-        error[:1000],
-    )
-
-
-async def _mark_retry(conn, row, error: str, policy: RetryPolicy) -> None:
-    attempts = row["attempts"] + 1
-    if attempts >= policy.max_attempts:
-        await _mark_failed(conn, row["id"], error)
-        return
-    await conn.execute(
-        """
-        UPDATE outbox SET attempts = $2, last_error = $3,
-               next_attempt_at = now() + make_interval(secs => $4)
-         WHERE id = $1
-        """,
-        row["id"],
-        attempts,
-        error[:1000],
-        policy.delay(attempts),
-    )
-
-
-async def run_outbox_worker(
+async def list_outbox(
     db: Database,
-    settings: Settings,
-    stop: asyncio.Event,
-    wakeup: asyncio.Event | None = None,
-    poll_seconds: float = 1.0,
-    policy: RetryPolicy = RetryPolicy(),
-) -> None:
-    """Deliver until `stop` is set; `wakeup` (set after a new row) skips the wait."""
-    wakeup = wakeup or asyncio.Event()
-    while not stop.is_set():
-        try:
-            while not stop.is_set() and await deliver_due(db, settings, policy=policy):
-                pass
-        except Exception:  # the database may be restarting: log, wait, go on
-            log.exception("outbox delivery failed; trying again shortly")
-        waiter = asyncio.ensure_future(wakeup.wait())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait(
-            {waiter, stopper}, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED
+    status: str | None,
+    purpose: str | None,
+    after: int | None = None,
+    limit: int = PAGE_SIZE,
+) -> tuple[list[OutboxRow], int | None]:
+    """Newest first; the id to continue after, or None on the last page."""
+    async with raw_connection(db) as conn:
+        rows = await conn.fetch(
+            f"""
+            SELECT {_COLUMNS} FROM outbox
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::text IS NULL OR purpose = $2)
+               AND ($3::bigint IS NULL OR id < $3)
+             ORDER BY id DESC
+             LIMIT $4
+            """,
+            status,
+            purpose,
+            after,
+            limit + 1,
         )
-        waiter.cancel()
-        stopper.cancel()
-        wakeup.clear()
+    page = [OutboxRow(**dict(r)) for r in rows[:limit]]
+    return page, (page[-1].id if len(rows) > limit else None)
+
+
+async def get_message(db: Database, outbox_id: int) -> OutboxMessage | None:
+    async with raw_connection(db) as conn:
+        row = await conn.fetchrow(
+            f"""
+            SELECT {_COLUMNS}, headers, message_id, body_text,
+                   (SELECT p.slug FROM signatures s JOIN petitions p ON p.id = s.petition_id
+                     WHERE s.id = o.signature_id) AS petition_slug
+              FROM outbox o WHERE id = $1
+            """,
+            outbox_id,
+        )
+    if row is None:
+        return None
+    values = dict(row)
+    headers = values.pop("headers")
+    return OutboxMessage(
+        row=OutboxRow(**{k: values[k] for k in OutboxRow.__dataclass_fields__}),
+        headers=json.loads(headers) if isinstance(headers, str) else dict(headers or {}),
+        message_id=values["message_id"],
+        body_text=values["body_text"],
+        petition_slug=values["petition_slug"],
+    )
+
+
+async def retry(db: Database, admin_id: int, outbox_ids: Sequence[int]) -> int:
+    """Make failed (or waiting) emails due now, with a fresh count of attempts."""
+    async with raw_connection(db) as conn, conn.transaction():
+        retried = await conn.fetch(
+            """
+            UPDATE outbox SET status = 'waiting', next_attempt_at = now(), attempts = 0
+             WHERE id = ANY($1::bigint[]) AND status IN ('failed', 'waiting')
+            RETURNING id
+            """,
+            list(outbox_ids),
+        )
+        if retried:
+            await audit.record(
+                conn, admin_id, "outbox.retry", details={"ids": [r["id"] for r in retried]}
+            )
+    return len(retried)
+
+
+async def retry_all_failed(db: Database, admin_id: int) -> int:
+    async with raw_connection(db) as conn, conn.transaction():
+        n = await conn.fetchval(
+            """
+            WITH retried AS (
+                UPDATE outbox SET status = 'waiting', next_attempt_at = now(), attempts = 0
+                 WHERE status = 'failed' RETURNING id
+            )
+            SELECT count(*) FROM retried
+            """
+        )
+        if n:
+            await audit.record(conn, admin_id, "outbox.retry_failed", details={"count": n})
+    return n

@@ -12,6 +12,9 @@ from databases import Database
 from .db import raw_connection
 
 PETITION_STATUSES = ("draft", "open", "closed", "archived")
+# "This petition takes signatures now", in SQL, for a petition aliased `p`
+# (the same rule as `Petition.accepts_signatures`).
+TAKES_SIGNATURES_SQL = "p.status = 'open' AND (p.closes_at IS NULL OR p.closes_at > now())"
 # The same rules as the CHECK constraints in migrations/0001_schema.sql.
 SLUG_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,78}[a-z0-9])?$")
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")

@@ -34,6 +34,10 @@ class Settings:
     trusted_proxies: tuple[str, ...]
     sign_limit_per_hour: int
     log_level: str
+    # Not a documented setting: whether this process delivers email in the
+    # background. `petitions serve --workers N --no-worker` sets PETITIONS_NO_WORKER
+    # for its uvicorn worker processes, which read the settings afresh.
+    run_outbox_worker: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -103,6 +107,7 @@ def load_settings(
             get("SIGN_LIMIT_PER_HOUR"), "SIGN_LIMIT_PER_HOUR", 50, 0, 10**6
         ),
         log_level=log_level,
+        run_outbox_worker=get("PETITIONS_NO_WORKER") is None,
     )
 
 

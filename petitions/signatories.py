@@ -11,22 +11,19 @@ import base64
 import binascii
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 from databases import Database
 
-from .countries import COUNTRY_CODES
 from .db import raw_connection
+from .fields import BadValue, FieldReader
+from .signature import Display, Kind, counted_sql
 
-KINDS = ("individual", "organisation")
 MAX_QUERY_LENGTH = 100
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class BadListRequest(ValueError):
-    """A filter or cursor is malformed; the message is safe to show."""
+MAX_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class Cursor:
             when = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
             return cls(when, uuid.UUID(hex=hex_id))
         except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
-            raise BadListRequest("The page cursor `after` is not valid.") from None
+            raise BadValue("The page cursor `after` is not valid.") from None
 
 
 @dataclass(frozen=True)
@@ -61,21 +58,15 @@ class ListFilter:
     q: str | None = None
 
     @classmethod
-    def parse(cls, kind: str | None, country: str | None, q: str | None) -> ListFilter:
-        kind = (kind or "").strip() or None
-        if kind is not None and kind not in KINDS:
-            raise BadListRequest("`kind` must be individual or organisation.")
-        country = (country or "").strip().upper() or None
-        if country is not None and country not in COUNTRY_CODES:
-            raise BadListRequest("`country` must be an ISO 3166-1 alpha-2 code such as GB or IR.")
-        q = (q or "").strip() or None
-        if q is not None:
-            if len(q) > MAX_QUERY_LENGTH:
-                raise BadListRequest(
-                    f"The search text is longer than {MAX_QUERY_LENGTH} characters."
-                )
-            if _CONTROL.search(q):
-                raise BadListRequest("The search text contains control characters.")
+    def parse(cls, params: Mapping[str, object]) -> ListFilter:
+        """Raises FieldErrors (a BadValue) naming what is wrong."""
+        read = FieldReader(params)
+        kind = read.option("kind", list(Kind), "`kind` must be individual or organisation.")
+        country = read.country(
+            "country", "`country` must be an ISO 3166-1 alpha-2 code such as GB or IR."
+        )
+        q = read.search("q", MAX_QUERY_LENGTH)
+        read.check()
         return cls(kind, country, q)
 
     def as_query(self) -> dict[str, str]:
@@ -110,7 +101,7 @@ def _list_query(petition_id: int, filters: ListFilter, after: Cursor | None, lim
         args.append(value)
         return f"${len(args)}"
 
-    where = ["petition_id = $1", "status = 'verified'", "display <> 'anonymous'"]
+    where = ["petition_id = $1", counted_sql(), f"display <> '{Display.ANONYMOUS}'"]
     if filters.q:
         # A search only matches what each signer agreed to show (see
         # public_search_vector in migrations/0003_search.sql).
@@ -177,7 +168,7 @@ def public_entry(row) -> dict:
         "country": row["country"],
         "signed_at": row["verified_at"].isoformat(),
     }
-    if row["display"] == "public":
+    if row["display"] == Display.PUBLIC:
         entry["name"] = row["name"]
         entry["city"] = row["city"]
         entry["occupation"] = row["occupation"]

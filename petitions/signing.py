@@ -6,33 +6,32 @@ in the common case, one round trip to PostgreSQL.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from databases import Database
-from email_validator import EmailNotValidError, validate_email
 
-from .countries import COUNTRY_CODES
+from .clients import client_network
 from .db import raw_connection
-from .keys import email_hash, network_hash, normalise_email
+from .fields import FieldReader
+from .keys import email_hash, network_hash
 from .mail import Mailer
-from .petitions import Petition
-
-KINDS = ("individual", "organisation")
-DISPLAYS = ("public", "initials", "anonymous")
-ORGANISATION_TYPES = ("trade_union", "federation", "association", "ngo", "political", "other")
-MAX_MEMBERS = 1_000_000_000
-
-# Characters no form field may hold: C0 controls (but tab/newline in comments), DEL,
-# C1 controls, and the Unicode non-characters and bidi overrides used to disguise text.
-_FORBIDDEN = re.compile(
-    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufffe\uffff]"
+from .petitions import TAKES_SIGNATURES_SQL, Petition
+from .signature import (
+    INITIAL_STATUS,
+    Display,
+    Kind,
+    OrganisationType,
+    SignatureState,
+    Status,
+    confirm,
+    signature_state,
+    withdraw,
 )
+
+MAX_MEMBERS = 1_000_000_000
 _REF = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -56,182 +55,96 @@ class Signer:
     ref: str | None
 
 
-class FormErrors(Exception):
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(errors)
-        self.errors = errors
-
-
-def _clean(value: str | None, *, multiline: bool = False) -> str:
-    """Trim, NFC-normalise and fold white space; keep newlines only where allowed."""
-    text = unicodedata.normalize("NFC", value or "")
-    if multiline:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-        text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
-        return re.sub(r"\n{3,}", "\n\n", text).strip()
-    return " ".join(text.split())
-
-
 def parse_sign_form(form: Mapping[str, str], petition: Petition) -> Signer:
-    """Validate every field; raise FormErrors with a message per bad field."""
-    errors: dict[str, str] = {}
+    """Validate every field; raise FieldErrors with a message per bad field."""
+    read = FieldReader(form)
+    kind = read.choice(
+        "kind", "", list(Kind),
+        message="Choose whether you sign as an individual or for an organisation.",
+    )  # fmt: skip
+    if kind == Kind.INDIVIDUAL and not petition.accepts_individuals:
+        read.fail("kind", "This petition is signed by organisations only.")
+    elif kind == Kind.ORGANISATION and not petition.accepts_organisations:
+        read.fail("kind", "This petition is signed by individuals only.")
+    is_org = kind == Kind.ORGANISATION
 
-    def text(name: str, label: str, limit: int, required: bool = False, multiline: bool = False):
-        raw = form.get(name) or ""
-        if _FORBIDDEN.search(raw):
-            errors[name] = f"{label} contains characters that are not allowed."
-            return None
-        value = _clean(raw, multiline=multiline)
-        if not value:
-            if required:
-                errors[name] = f"{label} is required."
-            return None
-        if len(value) > limit:
-            errors[name] = f"{label} must be at most {limit} characters (it has {len(value)})."
-            return None
-        return value
-
-    kind = form.get("kind", "")
-    if kind not in KINDS:
-        errors["kind"] = "Choose whether you sign as an individual or for an organisation."
-    elif kind == "individual" and not petition.accepts_individuals:
-        errors["kind"] = "This petition is signed by organisations only."
-    elif kind == "organisation" and not petition.accepts_organisations:
-        errors["kind"] = "This petition is signed by individuals only."
-    is_org = kind == "organisation"
-
-    name = text("name", "Your name", 200, required=True)
-    email = _email(form.get("email") or "", errors)
-    country = (form.get("country") or "").strip().upper()
-    if country not in COUNTRY_CODES:
-        errors["country"] = "Choose a country from the list."
-    city = text("city", "City", 100)
-    occupation = text("occupation", "Occupation or role", 200)
-    comment = text("comment", "Message", 1000, multiline=True)
+    name = read.text("name", "Your name", 200, required=True)
+    email = read.email("email", "Your email is required: we send a link to confirm your signature.")
+    country = read.country("country", "Choose a country from the list.", required=True)
+    city = read.text("city", "City", 100)
+    occupation = read.text("occupation", "Occupation or role", 200)
+    comment = read.text("comment", "Message", 1000, multiline=True)
 
     organisation = organisation_type = website = members = None
     if is_org:
-        organisation = text("organisation", "Organisation", 300, required=True)
-        organisation_type = form.get("organisation_type", "")
-        if organisation_type not in ORGANISATION_TYPES:
-            errors["organisation_type"] = "Choose the type of organisation."
-        website = _website(form.get("website") or "", errors)
-        members = _members(form.get("members") or "", errors)
+        organisation = read.text("organisation", "Organisation", 300, required=True)
+        organisation_type = read.choice(
+            "organisation_type", "", list(OrganisationType),
+            message="Choose the type of organisation.",
+        )  # fmt: skip
+        website = read.website(
+            "website", "Give the website as an address such as https://union.example.org."
+        )
+        members = _members(read)
 
-    display = form.get("display") or "public"
-    if display not in DISPLAYS:
-        errors["display"] = "Choose how your signature should appear."
-    ref = (form.get("ref") or "").strip()
+    display = read.choice(
+        "display", "", list(Display), default=Display.PUBLIC,
+        message="Choose how your signature should appear.",
+    )  # fmt: skip
+    ref = read.raw("ref").strip()
     ref = ref if _REF.match(ref) else None  # a bad campaign code is not the signer's fault
-
-    if errors:
-        raise FormErrors(errors)
+    read.check()
     return Signer(
         kind=kind,
         name=name,
         email=email,
-        country=country,
-        city=city,
-        occupation=occupation,
-        organisation=organisation,
+        country=country or "",
+        city=city or None,
+        occupation=occupation or None,
+        organisation=organisation or None,
         organisation_type=organisation_type,
         website=website,
         members=members,
-        comment=comment,
+        comment=comment or None,
         display=display,
-        updates=form.get("updates") in ("1", "on", "yes", "true"),
+        updates=read.flag("updates"),
         ref=ref,
     )
 
 
-def _email(raw: str, errors: dict[str, str]) -> str:
-    raw = raw.strip()
-    if not raw:
-        errors["email"] = "Your email is required: we send a link to confirm your signature."
-        return ""
-    if len(raw) > 254 or _FORBIDDEN.search(raw):
-        errors["email"] = "This does not look like an email address."
-        return ""
-    try:
-        checked = validate_email(raw, check_deliverability=False)
-    except EmailNotValidError as error:
-        errors["email"] = f"This does not look like an email address: {error}"
-        return ""
-    email = normalise_email(checked.normalized)
-    if len(email) > 254:
-        errors["email"] = "This email address is too long."
-    return email
-
-
-def _website(raw: str, errors: dict[str, str]) -> str | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    if not re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.I):
-        raw = "https://" + raw
-    try:
-        parts = urlsplit(raw)
-        host = parts.hostname or ""
-    except ValueError:
-        parts, host = None, ""
-    valid = (
-        parts is not None
-        and parts.scheme.lower() in ("http", "https")
-        and len(raw) <= 500
-        and not re.search(r"[\s<>\"'\\]", raw)
-        and not _FORBIDDEN.search(raw)
-        and "." in host
-        and not parts.username
-        and not parts.password
-    )
-    if not valid:
-        errors["website"] = "Give the website as an address such as https://union.example.org."
-        return None
-    return parts.scheme.lower() + raw[len(parts.scheme) :]
-
-
-def _members(raw: str, errors: dict[str, str]) -> int | None:
-    digits = re.sub(r"[\s,.'’_]", "", raw)
+def _members(read: FieldReader) -> int | None:
+    """Members as people write them: "12 500", "12,500", "12.500"."""
+    digits = re.sub(r"[\s,.'’_]", "", read.raw("members"))
     if not digits:
         return None
     if not digits.isascii() or not digits.isdigit() or len(digits) > 10:
-        errors["members"] = "Give the number of members as a whole number, such as 1200."
+        read.fail("members", "Give the number of members as a whole number, such as 1200.")
         return None
     value = int(digits)
     if value > MAX_MEMBERS:
-        errors["members"] = "That is more members than any organisation has."
+        read.fail("members", "That is more members than any organisation has.")
         return None
     return value
 
 
-def client_network(address: str | None) -> str | None:
-    """The signer's network: an IPv4 /24 or IPv6 /48, never the address itself."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return None
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-
-
 # Storing a signature --------------------------------------------------------
 
-_INSERT_SIGNATURE = """
+_INSERT_SIGNATURE = f"""
 WITH new_signature AS (
-    INSERT INTO signatures (public_id, petition_id, version_id, kind, display, name, email,
-                            email_hash, country, city, occupation, organisation,
+    INSERT INTO signatures (status, public_id, petition_id, version_id, kind, display, name,
+                            email, email_hash, country, city, occupation, organisation,
                             organisation_type, website, members, comment, updates, language,
                             ref, network_hash)
-    SELECT $1, p.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+    SELECT '{INITIAL_STATUS}', $1, p.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
            $19, $20
       FROM petitions p
-     WHERE p.id = $2 AND p.status = 'open' AND (p.closes_at IS NULL OR p.closes_at > now())
+     WHERE p.id = $2 AND {TAKES_SIGNATURES_SQL}
     ON CONFLICT DO NOTHING
     RETURNING id
 )
 INSERT INTO outbox (purpose, recipient, subject, body_text, body_html, headers, message_id,
                     signature_id)
-SELECT 'verification', $7, $21, $22, $23, '{}', $24, id FROM new_signature
+SELECT 'verification', $7, $21, $22, $23, '{{}}', $24, id FROM new_signature
 RETURNING signature_id
 """
 
@@ -278,12 +191,12 @@ async def submit_signature(
     return SignResult("existing")
 
 
-_FIND_EXISTING = """
+_FIND_EXISTING = f"""
 SELECT id, public_id, status, name, email_hash = $3 AS same_email
   FROM signatures
  WHERE petition_id = $1
-   AND ((kind = 'individual' AND $2 = 'individual' AND email_hash = $3)
-        OR (kind = 'organisation' AND $2 = 'organisation'
+   AND ((kind = '{Kind.INDIVIDUAL}' AND $2 = '{Kind.INDIVIDUAL}' AND email_hash = $3)
+        OR (kind = '{Kind.ORGANISATION}' AND $2 = '{Kind.ORGANISATION}'
             AND organisation_key = organisation_key($4)
             AND country = $5))
 """
@@ -322,71 +235,22 @@ async def _remind_existing_signer(conn, mailer: Mailer, petition: Petition, sign
 
 # Verification, withdrawal, unsubscribing --------------------------------------------
 
-_VERIFY = """
-UPDATE signatures s
-   SET status = CASE WHEN s.kind = 'organisation' AND p.moderate_organisations
-                     THEN 'held' ELSE 'verified' END,
-       verified_at = now(), updated_at = now()
-  FROM petitions p
- WHERE p.id = s.petition_id AND s.public_id = $1 AND s.status = 'pending'
-   AND p.status = 'open' AND (p.closes_at IS NULL OR p.closes_at > now())
-RETURNING s.status, p.slug
-"""
-
-_STATUS = """
-SELECT s.status, p.slug FROM signatures s JOIN petitions p ON p.id = s.petition_id
- WHERE s.public_id = $1
-"""
-
-
-@dataclass(frozen=True)
-class SignatureState:
-    status: str  # pending (petition closed before confirming), verified, held, rejected, withdrawn
-    slug: str
-    changed: bool = False
-
 
 async def verify_signature(db: Database, public_id: uuid.UUID) -> SignatureState | None:
     """Confirm a pending signature (idempotent). None when no such signature exists."""
     async with raw_connection(db) as conn:
-        row = await conn.fetchrow(_VERIFY, public_id)
-        if row is not None:
-            return SignatureState(row["status"], row["slug"], changed=True)
-        row = await conn.fetchrow(_STATUS, public_id)
-    return SignatureState(row["status"], row["slug"]) if row else None
+        return await confirm(conn, public_id)
 
 
-async def signature_state(db: Database, public_id: uuid.UUID) -> SignatureState | None:
+async def get_signature_state(db: Database, public_id: uuid.UUID) -> SignatureState | None:
     async with raw_connection(db) as conn:
-        row = await conn.fetchrow(_STATUS, public_id)
-    return SignatureState(row["status"], row["slug"]) if row else None
-
-
-# Withdrawal erases the signer's personal data; what stays is what the counts and
-# their history need (kind, country, display choice, dates, statement version, ref).
-_WITHDRAW = """
-WITH withdrawn AS (
-    UPDATE signatures s
-       SET status = 'withdrawn', withdrawn_at = now(), updated_at = now(),
-           name = NULL, email = NULL, email_hash = NULL, city = NULL, occupation = NULL,
-           organisation = NULL, organisation_type = NULL, website = NULL, members = NULL,
-           comment = NULL, network_hash = NULL, updates = false
-     WHERE s.public_id = $1 AND s.status <> 'withdrawn'
-    RETURNING s.id, s.petition_id
-), forget_mail AS (
-    DELETE FROM outbox o USING withdrawn w WHERE o.signature_id = w.id
-)
-SELECT p.slug FROM withdrawn w JOIN petitions p ON p.id = w.petition_id
-"""
+        return await signature_state(conn, public_id)
 
 
 async def withdraw_signature(db: Database, public_id: uuid.UUID) -> SignatureState | None:
+    """Withdraw a signature and erase its signer's personal data."""
     async with raw_connection(db) as conn:
-        slug = await conn.fetchval(_WITHDRAW, public_id)
-        if slug is not None:
-            return SignatureState("withdrawn", slug, changed=True)
-        row = await conn.fetchrow(_STATUS, public_id)
-    return SignatureState(row["status"], row["slug"]) if row else None
+        return await withdraw(conn, public_id)
 
 
 # Updates go to a person, not to one of their signatures: unsubscribing stops them
@@ -419,8 +283,9 @@ async def resend_verification(db: Database, mailer: Mailer, public_id: uuid.UUID
     async with raw_connection(db) as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT id, petition_id, name, email FROM signatures "
-            "WHERE public_id = $1 AND status = 'pending' FOR UPDATE",
+            "WHERE public_id = $1 AND status = $2 FOR UPDATE",
             public_id,
+            Status.PENDING,
         )
         if row is None:
             return False

@@ -14,15 +14,7 @@ from .countries import country_name, country_names, flag
 from .markdown import render_markdown
 from .paths import TEMPLATES_DIR
 from .signatories import initials
-
-ORGANISATION_TYPES = {
-    "trade_union": "Trade union",
-    "federation": "Federation or union centre",
-    "association": "Association",
-    "ngo": "NGO",
-    "political": "Political organisation",
-    "other": "Other organisation",
-}
+from .signature import MODERATOR_ACTIONS, ORGANISATION_TYPE_LABELS, Display, Kind, Status
 
 RTL_LANGUAGES = {"ar", "fa", "he", "ur", "ps", "ku", "ckb", "yi", "dv", "sd", "ug"}
 
@@ -67,11 +59,16 @@ def make_templates() -> Jinja2Templates:
         date=_date,
         datetime=_datetime,
         initials=initials,
-        organisation_type=lambda t: ORGANISATION_TYPES.get(t or "", ""),
+        organisation_type=lambda t: ORGANISATION_TYPE_LABELS.get(t or "", ""),
     )
     env.globals.update(
         country_options=country_options,
-        organisation_types=ORGANISATION_TYPES,
+        organisation_types=ORGANISATION_TYPE_LABELS,
+        # The signature's vocabulary, for templates: statuses in one order everywhere.
+        Status=Status,
+        Kind=Kind,
+        Display=Display,
+        moderator_actions=MODERATOR_ACTIONS,
         text_direction=lambda lang: "rtl" if (lang or "").split("-")[0] in RTL_LANGUAGES else "ltr",
     )
     return templates

@@ -11,6 +11,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import inspect
 import os
 import secrets
 import socket
@@ -91,7 +92,7 @@ def settings(db_url, tmp_path):
 
 @pytest.fixture
 async def app(settings):
-    # Tests deliver email explicitly (outbox.deliver_due), so no background worker.
+    # Tests deliver email explicitly (delivery.deliver_due), so no background worker.
     application = create_app(settings, run_outbox_worker=False)
     # Pages are rendered afresh for every request in tests, so that each assertion
     # sees the present (test_pages checks the page cache itself).
@@ -218,23 +219,45 @@ async def add_signature(
     return dict(row)
 
 
-async def eventually(check, seconds: float = 10.0):
-    """Await `check()` until it returns a truthy value (live updates arrive asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + seconds
+async def wait_until(condition, seconds: float = 10.0, interval: float = 0.02, what: str = ""):
+    """Call `condition()` (sync or async) until it returns a truthy value, and return that.
+
+    What happens elsewhere (a NOTIFY, another process, a timeout in the app) is
+    waited for rather than slept on: at the deadline the test fails, saying what
+    it waited for and the last value seen.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
     while True:
-        result = await check()
-        if result or asyncio.get_running_loop().time() > deadline:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
             return result
-        await asyncio.sleep(0.02)
+        if loop.time() >= deadline:
+            name = what or getattr(condition, "__qualname__", repr(condition))
+            raise AssertionError(f"waited {seconds:g}s for {name}; last value {result!r}")
+        await asyncio.sleep(interval)
+
+
+async def eventually(check, seconds: float = 10.0):
+    """`wait_until` under its older name (the outbox wake-up tests still use it)."""
+    return await wait_until(check, seconds)
 
 
 async def count_is(client, expected: int, slug: str = "release-them", key: str = "count") -> bool:
-    """Whether count.json reaches `expected` (it is served from memory, refreshed by events)."""
+    """Wait until count.json says `expected` (it is served from memory, refreshed by events)."""
+    said = None
 
     async def check():
-        return (await client.get(f"/p/{slug}/count.json")).json()[key] == expected
+        nonlocal said
+        said = (await client.get(f"/p/{slug}/count.json")).json()[key]
+        return said == expected
 
-    return await eventually(check)
+    try:
+        return await wait_until(check, what=f"{key} == {expected} in /p/{slug}/count.json")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; it said {said!r}") from None
 
 
 def minutes_ago(n: float) -> datetime:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import httpx
 import uvicorn
 
-from conftest import free_port
+from conftest import free_port, wait_until
 
 
 @asynccontextmanager
@@ -28,10 +28,10 @@ async def serving(app):
         )
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: server.started or task.done(), seconds=30, what="uvicorn to start")
+    if not server.started:
+        task.result()  # raises whatever stopped it
+        raise RuntimeError("uvicorn stopped before it started")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

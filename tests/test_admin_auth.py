@@ -10,9 +10,8 @@ import httpx
 from admin_support import PASSWORD, admin_client, anonymous, csrf_from, log_in, make_admin
 from conftest import make_petition
 from petitions import auth
-from petitions.app import create_app
+from petitions.app import admin_routes, create_app
 from petitions.auth import MAX_FAILURES_PER_EMAIL, MAX_FAILURES_PER_NETWORK
-from petitions.views.admin import admin_routes
 
 
 async def test_login_logout_and_the_session_cookie(app, conn):

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from admin_support import admin_client
 from conftest import add_signature, make_petition
-from petitions.outbox import deliver_due
+from petitions.delivery import deliver_due
 
 URL = "/admin/petitions/release-them/updates"
 UPDATE = {

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from conftest import make_petition
+from conftest import make_petition, wait_until
 from livekit import serving
 from petitions.app import create_app
 
@@ -23,7 +23,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 if CHROMIUM is None and os.environ.get("CI"):
     pytest.fail("CI must install Debian's chromium for the browser tests", pytrace=False)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine"),
+    pytest.mark.slow,  # a real browser: seconds per test
+]
 
 BROWSER_ARGS = [
     "--no-sandbox",
@@ -139,13 +142,14 @@ async def test_petition_page_updates_live_and_works_without_javascript(browser, 
         await page.goto(f"{base}/p/release-them")
         assert await page.locator("#sign-individual").is_visible()
         assert await page.locator("#sign-organisation").is_visible()
+
         # Without JavaScript a reload shows the newcomer (the page may be served
         # from the app's two-second page cache, so allow a few seconds).
-        for _ in range(20):
-            if await page.locator(".sig-name", has_text="Live Arrival").count() == 1:
-                break
-            await page.wait_for_timeout(300)
+        async def newcomer_shown():
             await page.reload()
+            return await page.locator(".sig-name", has_text="Live Arrival").count() == 1
+
+        await wait_until(newcomer_shown, seconds=10, interval=0.3)
         assert await page.locator(".sig-name", has_text="Live Arrival").count() == 1
         await no_js.close()
 
@@ -176,10 +180,8 @@ async def test_a_person_signs_confirms_from_the_email_and_is_counted(
         await page.locator("#sign-individual button[type=submit]").click()
         await page.get_by_role("heading", name="Check your email").wait_for()
 
-        for _ in range(200):  # the in-process outbox worker delivers it
-            if mail_server.messages:
-                break
-            await page.wait_for_timeout(50)
+        # The in-process outbox worker delivers it.
+        await wait_until(lambda: mail_server.messages, what="the confirmation email")
         [message] = mail_server.messages
         text = message.get_body(("plain",)).get_content()
         verify = re.search(r"(http://\S+/verify/\S+)", text).group(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from xml.etree import ElementTree
 
-from conftest import add_signature, count_is, make_petition
+from conftest import add_signature, count_is, make_petition, wait_until
 from petitions.paths import STATIC_DIR
 
 
@@ -129,9 +129,7 @@ async def test_count_json_is_served_from_memory(client, conn, app):
     async def gone():
         return (await client.get("/p/release-them/count.json")).status_code == 404
 
-    from conftest import eventually
-
-    assert await eventually(gone)
+    assert await wait_until(gone)
 
 
 async def test_admin_page_explains_embedding_with_copyable_snippets(app, conn):

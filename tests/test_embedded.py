@@ -72,6 +72,7 @@ def _wait_healthy(base: str, proc: subprocess.Popen, seconds: float = 60) -> Non
     raise AssertionError("serve did not become healthy")
 
 
+@pytest.mark.slow  # runs `petitions serve` and `petitions demo` as processes
 def test_serve_and_demo_share_one_embedded_server_and_data_persists(user_env, tmp_path):
     elsewhere = tmp_path / "somewhere-else"
     elsewhere.mkdir()
@@ -137,6 +138,7 @@ def test_settings_from_env_file(tmp_path):
     assert load_settings({"SMTP_HOST": "other"}, env_file=env_file).smtp_host == "other"
 
 
+@pytest.mark.slow  # runs `petitions create-admin` as a process, twice
 def test_create_admin_from_stdin(user_env, tmp_path):
     result = _run(
         ["create-admin", "Owner@Example.org", "--password-stdin"],

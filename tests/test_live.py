@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from conftest import SECRET, add_signature, count_is, eventually, make_petition
+from conftest import SECRET, add_signature, count_is, make_petition, wait_until
 from livekit import event_stream, serving
 from petitions.app import create_app
 from petitions.db import asyncpg_dsn, ensure_database, start_embedded_server, with_database_name
@@ -111,7 +111,7 @@ async def test_disconnected_clients_are_released_at_once(settings, conn):
         async def released():
             return live.subscriber_count == 0
 
-        assert await eventually(released, 5)
+        assert await wait_until(released, 5)
 
 
 async def test_keepalive_comments(settings, conn, monkeypatch):
@@ -127,6 +127,7 @@ async def test_keepalive_comments(settings, conn, monkeypatch):
         assert ": keep-alive" in stream.comments
 
 
+@pytest.mark.slow  # 1,000 confirmations at once
 async def test_a_thousand_parallel_verifications_leave_the_counter_exact(app, client, conn):
     await make_petition(conn)
     await conn.executemany(
@@ -169,6 +170,7 @@ async def private_server(tmp_path):
         server.cleanup()
 
 
+@pytest.mark.slow  # starts and restarts a PostgreSQL of its own
 async def test_the_listener_survives_a_database_restart(private_server):
     """A private PostgreSQL, restarted under a live stream: events flow again afterwards."""
     server, url, settings = private_server
@@ -184,7 +186,7 @@ async def test_the_listener_survives_a_database_restart(private_server):
         async def reconnected():
             return app.state.live.connections >= 2 and app.state.live.connected.is_set()
 
-        assert await eventually(reconnected, 30)
+        assert await wait_until(reconnected, 30)
         conn = await asyncpg.connect(asyncpg_dsn(url))
         await conn.execute(
             "UPDATE signatures SET status = 'verified', verified_at = now() WHERE id = $1",
@@ -202,6 +204,7 @@ def _restart(server) -> None:
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
 
 
+@pytest.mark.slow  # starts and restarts a PostgreSQL of its own
 async def test_a_database_restart_under_load_gives_503s_not_500s(private_server):
     """Requests in flight while PostgreSQL restarts get 'try again' (503); nothing
     breaks for good, and signing works again as soon as the database is back."""
@@ -229,7 +232,7 @@ async def test_a_database_restart_under_load_gives_503s_not_500s(private_server)
                 statuses.append(response.status_code)
 
         async def restart() -> None:
-            await asyncio.sleep(0.5)
+            await wait_until(lambda: len(statuses) >= 40, what="requests under way")
             await asyncio.to_thread(_restart, server)
             restarted.set()
 
@@ -239,7 +242,7 @@ async def test_a_database_restart_under_load_gives_503s_not_500s(private_server)
         async def healthy():
             return (await http.get("/healthz")).status_code == 200
 
-        assert await eventually(healthy, 30)
+        assert await wait_until(healthy, 30)
         after = await http.post(
             "/p/release-them/sign",
             data={"form_token": token, "kind": "individual", "name": "After",

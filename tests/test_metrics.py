@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import add_signature, eventually, make_petition
+from conftest import add_signature, make_petition, wait_until
 
 
 def value(text: str, name: str, **labels) -> float | None:
@@ -30,7 +30,7 @@ async def test_metrics_report_requests_counts_listener_and_outbox(client, conn, 
     async def listening():
         return app.state.live.connected.is_set()
 
-    assert await eventually(listening)
+    assert await wait_until(listening)
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

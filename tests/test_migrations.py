@@ -46,6 +46,7 @@ async def test_concurrent_migrations_apply_each_file_once(empty_db_url):
     assert await migrate(empty_db_url) == []
 
 
+@pytest.mark.slow  # starts two Python processes
 async def test_two_processes_migrating_at_once(empty_db_url):
     script = (
         "import asyncio, sys; from petitions.migrations import migrate; "

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import count_is, make_petition
-from petitions.outbox import deliver_due
+from petitions.delivery import deliver_due
 
 INDIVIDUAL = {
     "kind": "individual",

@@ -1,21 +1,18 @@
-"""The campaign's admin: logging in and out, the dashboard, and the table of admin routes.
+"""The campaign's admin: logging in and out, the dashboard, changing one's password.
 
-Every page but the login page needs a logged-in admin (`auth.admin_page`);
-owner-only pages say so in the table below.
+Every page but the login page needs a logged-in admin (`admin_base.admin_page`);
+the routes table is in app.py.
 """
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from .. import audit
 from ..admins import AdminError, change_password
 from ..auth import (
     LOGIN_PERIOD,
-    admin_page,
-    check_post,
     current_admin,
     end_session,
     log_in,
@@ -23,10 +20,9 @@ from ..auth import (
     safe_next,
     start_session,
 )
-from ..dashboard import petition_summaries
+from ..dashboard import petition_overviews
 from ..db import raw_connection
-from . import admin_mail, admin_petitions, admin_signatures, admin_users
-from .admin_base import notify, render, see_other
+from .admin_base import admin_page, check_post, notify, render, see_other
 
 MAX_EMAIL = 254
 MAX_PASSWORD = 1024
@@ -87,7 +83,7 @@ async def logout(request: Request) -> Response:
 
 @admin_page()
 async def home(request: Request) -> Response:
-    petitions = await petition_summaries(request.app.state.db)
+    petitions = await petition_overviews(request.app.state.db)
     return render(request, "home.html", {"petitions": petitions})
 
 
@@ -112,31 +108,3 @@ async def password(request: Request) -> Response:
     refresh_session_key(request.session, request.app.state.settings.secret_key, admin.id, new_hash)
     notify(request, "Your password is changed. Your other sessions have ended.")
     return see_other(request.url_for("admin_home"))
-
-
-GET, GET_POST, POST = ["GET"], ["GET", "POST"], ["POST"]
-
-admin_routes = [
-    Route("/admin", home, name="admin_home"),
-    Route("/admin/login", login, methods=GET_POST, name="admin_login"),
-    Route("/admin/logout", logout, methods=GET_POST, name="admin_logout"),
-    Route("/admin/password", password, methods=GET_POST, name="admin_password"),
-    Route("/admin/petitions/new", admin_petitions.new_petition, methods=GET_POST,
-          name="admin_new_petition"),
-    Route("/admin/petitions/{slug}", admin_petitions.edit_petition, methods=GET_POST,
-          name="admin_petition"),
-    Route("/admin/petitions/{slug}/dashboard", admin_petitions.petition_dashboard,
-          name="admin_petition_dashboard"),
-    Route("/admin/petitions/{slug}/signatures", admin_signatures.moderation, methods=GET_POST,
-          name="admin_signatures"),
-    Route("/admin/petitions/{slug}/export.csv", admin_signatures.export_csv,
-          name="admin_export"),
-    Route("/admin/petitions/{slug}/embed", admin_petitions.embed_help, name="admin_embed"),
-    Route("/admin/petitions/{slug}/updates", admin_mail.updates, methods=GET_POST,
-          name="admin_updates"),
-    # Owners only:
-    Route("/admin/outbox", admin_mail.outbox, methods=GET_POST, name="admin_outbox"),
-    Route("/admin/outbox/{id}", admin_mail.outbox_message, name="admin_outbox_message"),
-    Route("/admin/users", admin_users.users, methods=GET_POST, name="admin_users"),
-    Route("/admin/users/{id}", admin_users.change_user, methods=POST, name="admin_user"),
-]  # fmt: skip

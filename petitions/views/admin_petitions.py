@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..audit import recent_for_petition
-from ..auth import admin_page
 from ..charts import daily_columns, horizontal_bars, stacked_bar
 from ..countries import country_name
 from ..dashboard import petition_stats, top_countries
@@ -29,7 +28,7 @@ from ..editing import (
 )
 from ..markdown import render_markdown
 from ..petitions import Petition, get_counts, statement_history
-from .admin_base import load_petition, notify, render, see_other
+from .admin_base import admin_page, load_petition, notify, render, see_other
 
 TEXT_FIELDS = ("title", "summary", "target", "body", "demands", "note")
 SETTINGS_FIELDS = (

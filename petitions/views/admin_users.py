@@ -8,10 +8,9 @@ from starlette.responses import Response
 
 from .. import audit
 from ..admins import ROLES, AdminError, add_admin, change_admin, list_admins
-from ..auth import admin_page
 from ..db import raw_connection
 from ..fields import has_forbidden_characters, parse_row_id
-from .admin_base import notify, render, see_other
+from .admin_base import admin_page, notify, render, see_other
 
 CHANGES = {
     "disable": {"disabled": True},

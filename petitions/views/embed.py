@@ -7,19 +7,13 @@ from starlette.responses import FileResponse, Response
 
 from ..pagecache import cached_page
 from ..paths import STATIC_DIR
-from .public import load_petition, render_petition_form
-from .signing import handle_sign
-
-
-async def embed(request: Request) -> Response:
-    """GET: counter and (unless ?form=0) the sign form. POST: sign from inside the iframe."""
-    if request.method == "POST":
-        return await handle_sign(request, embedded=True)
-    return await _embed_page(request)
+from .base import load_petition, render_petition_form
 
 
 @cached_page
-async def _embed_page(request: Request) -> Response:
+async def embed(request: Request) -> Response:
+    """Counter and (unless ?form=0) the sign form; its form posts to the same address
+    (`views.signing.sign_embedded`)."""
     petition = await load_petition(request)
     ref = request.query_params.get("ref", "")[:64]
     return await render_petition_form(

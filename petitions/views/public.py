@@ -6,36 +6,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from ..fields import BadValue
 from ..pagecache import cached_page
 from ..paths import STATIC_DIR
-from ..petitions import (
-    Counts,
-    Petition,
-    get_counts,
-    get_petition,
-    list_public_petitions,
-    statement_history,
-)
-from ..signatories import BadListRequest, Cursor, ListFilter, ListTooSlow, list_signatories
+from ..petitions import list_public_petitions
+from ..signatories import MAX_PAGE_SIZE, Cursor, ListFilter, ListTooSlow, list_signatories
+from .base import live_counts, load_petition, render, render_petition_form
 
 PAGE_SIZE = 50
-MAX_PAGE_SIZE = 100
-
-
-def render(request: Request, template: str, context: dict, status_code: int = 200) -> Response:
-    return request.app.state.templates.TemplateResponse(
-        request, template, context, status_code=status_code
-    )
-
-
-async def load_petition(request: Request) -> Petition:
-    """The petition named in the path, or a 404 (drafts are not public)."""
-    slug = request.path_params["slug"]
-    language = request.query_params.get("lang")
-    petition = await get_petition(request.app.state.db, slug, language)
-    if petition is None or not petition.is_public:
-        raise HTTPException(404, "There is no petition at this address.")
-    return petition
 
 
 async def home(request: Request) -> Response:
@@ -52,49 +30,15 @@ async def petition_page(request: Request) -> Response:
     return await render_petition_form(request, petition, {"ref": ref[:64]}, {}, 200)
 
 
-async def render_petition_form(
-    request: Request,
-    petition: Petition,
-    form: dict,
-    errors: dict,
-    status_code: int,
-    template: str = "petition.html",
-    **extra,
-) -> Response:
-    """The petition page (or its embed); after a bad submission, with what was typed
-    and a message per field."""
-    db = request.app.state.db
-    context = {
-        "petition": petition,
-        "counts": await live_counts(request, petition.id),
-        "latest": []
-        if template != "petition.html"
-        else (await list_signatories(db, petition.id, limit=10))[0],
-        "form": form,
-        "errors": errors,
-        "form_token": request.app.state.tokens.make("sign-form", petition.slug),
-        **extra,
-    }
-    if template == "petition.html" and petition.version > 1:
-        context["versions"] = await statement_history(db, petition.id)
-    return render(request, template, context, status_code)
-
-
-async def live_counts(request: Request, petition_id: int) -> Counts:
-    """Counts from this process's memory (kept fresh by live events)."""
-    snapshot = await request.app.state.live.counts.by_id(petition_id)
-    return snapshot.counts if snapshot else await get_counts(request.app.state.db, petition_id)
-
-
 def _list_request(request: Request) -> tuple[ListFilter, Cursor | None, int]:
     params = request.query_params
     try:
-        filters = ListFilter.parse(params.get("kind"), params.get("country"), params.get("q"))
+        filters = ListFilter.parse(params)
         after = Cursor.decode(params["after"]) if params.get("after") else None
         limit_text = params.get("limit", str(PAGE_SIZE))
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE_SIZE:
-            raise BadListRequest(f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}.")
-    except BadListRequest as error:
+            raise BadValue(f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}.")
+    except BadValue as error:
         raise HTTPException(400, str(error)) from None
     return filters, after, int(limit_text)
 

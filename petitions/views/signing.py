@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
-from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from ..fields import FieldErrors
+from ..signature import Status
 from ..signing import (
-    FormErrors,
+    get_signature_state,
     parse_sign_form,
     resend_verification,
-    signature_state,
     submit_signature,
     unsubscribe,
     verify_signature,
     withdraw_signature,
 )
 from ..tokens import FORM_TOKEN_AGE, VERIFY_TOKEN_AGE, TokenExpired, TokenInvalid
-from .public import load_petition, render, render_petition_form
+from .base import load_petition, posted_from_here, read_form, render, render_petition_form
 
 log = logging.getLogger(__name__)
 
@@ -31,55 +30,29 @@ SIGN_FIELDS = (
 )  # fmt: skip
 HONEYPOT_FIELD = "fax_number"
 FORM_TOKEN_FIELD = "form_token"
-MAX_FIELD_BYTES = 8 * 1024
-
-
-def _same_origin(request: Request) -> bool:
-    """A browser's POST names the page it came from; refuse other sites' pages.
-
-    Our own embed pages sit in other sites' iframes but are served from here, so
-    their posts carry our origin too.
-    """
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    if not origin:
-        return True  # not a browser (or a privacy tool); the form token still applies
-    if origin == "null":
-        return False
-    parts = urlsplit(origin)
-    theirs = f"{parts.scheme}://{parts.netloc}".lower()
-    ours = {
-        f"{request.url.scheme}://{request.url.netloc}".lower(),
-        _origin_of(request.app.state.settings.base_url),
-    }
-    return theirs in ours
-
-
-def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-async def _read_form(request: Request) -> FormData:
-    form = await request.form(max_files=0, max_fields=40, max_part_size=MAX_FIELD_BYTES)
-    return form
 
 
 async def sign(request: Request) -> Response:
-    return await handle_sign(request, embedded=False)
+    return await _sign(request, embedded=False)
 
 
-async def handle_sign(request: Request, embedded: bool) -> Response:
+async def sign_embedded(request: Request) -> Response:
+    """The embed page's form: it posts to the embed page's own address."""
+    return await _sign(request, embedded=True)
+
+
+async def _sign(request: Request, embedded: bool) -> Response:
     """Check and store a signature; every valid submission gets the same answer.
 
     `embedded`: the form sat in the embed page (perhaps in an iframe on another
     site), so errors re-render that page and success returns to it.
     """
     petition = await load_petition(request)
-    if not _same_origin(request):
+    if not posted_from_here(request):
         raise HTTPException(
             403, "This form was sent from another website. Sign on the petition page."
         )
-    form = await _read_form(request)
+    form = await read_form(request)
     values = {k: v for k in SIGN_FIELDS if isinstance(v := form.get(k), str)}
     if embedded:
         done_url = str(request.url_for("embed", slug=petition.slug)) + "?signed=1"
@@ -126,12 +99,11 @@ async def handle_sign(request: Request, embedded: bool) -> Response:
 
     try:
         signer = parse_sign_form(values, petition)
-    except FormErrors as error:
+    except FieldErrors as error:
         return await again(error.errors)
 
     client = request.client.host if request.client else None
     await submit_signature(request.app.state.db, request.app.state.mailer, petition, signer, client)
-    request.app.state.outbox_wakeup.set()
     return done
 
 
@@ -164,7 +136,7 @@ async def verify(request: Request) -> Response:
 
 
 async def verify_resend(request: Request) -> Response:
-    form = await _read_form(request)
+    form = await read_form(request)
     token = form.get("token")
     try:
         public_id = request.app.state.tokens.read_signature_link(
@@ -173,12 +145,11 @@ async def verify_resend(request: Request) -> Response:
     except TokenInvalid:
         return _invalid_link()
     db = request.app.state.db
-    state = await signature_state(db, public_id)
+    state = await get_signature_state(db, public_id)
     if state is None:
         return _invalid_link()
-    if state.status == "pending":
+    if state.status == Status.PENDING:
         await resend_verification(db, request.app.state.mailer, public_id)
-        request.app.state.outbox_wakeup.set()
         return render(request, "thanks.html", {"petition": None, "resent": True})
     return render(request, "verified.html", {"state": state})
 
@@ -194,10 +165,10 @@ async def withdraw(request: Request) -> Response:
     public_id = await _linked_signature(request, "withdraw")
     db = request.app.state.db
     if request.method == "POST":
-        await _read_form(request)  # drain; the token in the address is the authority
+        await read_form(request)  # drain; the token in the address is the authority
         state = await withdraw_signature(db, public_id)
     else:
-        state = await signature_state(db, public_id)
+        state = await get_signature_state(db, public_id)
     if state is None:
         return _invalid_link()
     return render(request, "withdraw.html", {"state": state, "done": request.method == "POST"})
@@ -207,10 +178,10 @@ async def unsubscribe_page(request: Request) -> Response:
     public_id = await _linked_signature(request, "unsubscribe")
     db = request.app.state.db
     if request.method == "POST":  # also RFC 8058 one-click, straight from a mail client
-        await _read_form(request)
+        await read_form(request)
         state = await unsubscribe(db, public_id)
     else:
-        state = await signature_state(db, public_id)
+        state = await get_signature_state(db, public_id)
     if state is None:
         return _invalid_link()
     return render(request, "unsubscribe.html", {"state": state, "done": request.method == "POST"})

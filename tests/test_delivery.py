@@ -1,4 +1,4 @@
-"""The outbox worker against a real SMTP server: exactly once, retries, outages."""
+"""The outbox worker against a real SMTP server: exactly once, retries, outages, wake-ups."""
 
 from __future__ import annotations
 
@@ -8,9 +8,19 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from email.utils import make_msgid
 
-from conftest import MailServer, free_port
-from petitions.db import open_database
-from petitions.outbox import RetryPolicy, deliver_due, run_outbox_worker
+import asyncpg
+import pytest
+
+from conftest import MailServer, eventually, free_port, wait_until
+from petitions.db import asyncpg_dsn, open_database
+from petitions.delivery import (
+    CHANNEL,
+    LISTENER_APPLICATION_NAME,
+    RetryPolicy,
+    deliver_due,
+    run_outbox_worker,
+)
+from petitions.outbox import retry_all_failed
 
 FAST_RETRY = RetryPolicy(base_seconds=0.05, max_seconds=0.2, max_attempts=50)
 
@@ -47,9 +57,7 @@ async def drain(db_url, settings, stop_when, workers=1, policy=FAST_RETRY):
         for db in pools
     ]
     try:
-        async with asyncio.timeout(60):
-            while not await stop_when():
-                await asyncio.sleep(0.05)
+        await wait_until(stop_when, seconds=60, interval=0.05)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
@@ -99,10 +107,15 @@ async def test_retries_give_up_after_the_last_attempt(conn, db_url, settings):
     unreachable = replace(settings, smtp_host="127.0.0.1", smtp_port=free_port())
     await queue(conn, 2)
     policy = RetryPolicy(base_seconds=0.01, max_seconds=0.01, max_attempts=3)
+
+    async def both_due():
+        due = "SELECT count(*) FROM outbox WHERE status = 'waiting' AND next_attempt_at <= now()"
+        return await conn.fetchval(due) == 2
+
     async with connected(db_url) as db:
         for _ in range(3):
+            await wait_until(both_due)  # a retry falls due a moment after the last attempt
             await deliver_due(db, unreachable, policy=policy)
-            await asyncio.sleep(0.05)
     rows = await conn.fetch("SELECT status, attempts FROM outbox")
     assert [(r["status"], r["attempts"]) for r in rows] == [("failed", 3), ("failed", 3)]
 
@@ -136,13 +149,14 @@ async def test_without_smtp_host_mail_goes_to_the_log(conn, db_url, settings, ca
     link = "http://127.0.0.1:8000/verify/" + "Ab3=" * 40
     await conn.execute("UPDATE outbox SET body_text = $1", f"Confirm your signature:\n\n{link}\n")
     async with connected(db_url) as db:
-        with caplog.at_level(logging.INFO, logger="petitions.outbox"):
+        with caplog.at_level(logging.INFO, logger="petitions.delivery"):
             assert await deliver_due(db, settings) == 1
     assert "Message 0" in caplog.text and "r0@example.org" in caplog.text
     assert link in caplog.text  # whole, not broken by MIME line-wrapping
     assert await conn.fetchval("SELECT status FROM outbox") == "sent"
 
 
+@pytest.mark.slow  # runs `petitions worker` as a process
 async def test_worker_command_delivers_and_stops_cleanly(conn, db_url, mail_server, tmp_path):
     import os
     import shutil
@@ -162,9 +176,7 @@ async def test_worker_command_delivers_and_stops_cleanly(conn, db_url, mail_serv
     }
     worker = subprocess.Popen([shutil.which("petitions"), "worker"], env=env, cwd=tmp_path)
     try:
-        async with asyncio.timeout(60):
-            while len(mail_server.messages) < 3:
-                await asyncio.sleep(0.1)
+        await wait_until(lambda: len(mail_server.messages) >= 3, seconds=60, interval=0.1)
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
@@ -184,3 +196,117 @@ async def test_a_message_that_cannot_be_built_fails_alone(conn, db_url, mail_set
     assert rows[ids[0]]["status"] == "failed" and "cannot build" in rows[ids[0]]["last_error"]
     assert rows[ids[1]]["status"] == "sent"
     assert [m["Message-ID"] for m in mail_server.messages] == [ids[1]]
+
+
+# Waking the worker -----------------------------------------------------------
+#
+# The workers below poll every 30 seconds, so mail delivered within a few
+# seconds was delivered because queueing it woke them.
+
+SLOW_POLL = 30.0
+WELL_BEFORE_THE_POLL = 10.0
+
+
+@asynccontextmanager
+async def idle_worker(db_url, settings):
+    """A worker with a pool of its own (as in another process) that polls only every
+    SLOW_POLL seconds."""
+    async with connected(db_url) as db:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_outbox_worker(db, settings, stop, poll_seconds=SLOW_POLL))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+
+async def listener_pid(conn, other_than: int | None = None) -> int | None:
+    """The backend of the worker's listening connection, once it has run LISTEN."""
+    return await conn.fetchval(
+        """
+        SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = $1
+           AND query LIKE 'LISTEN%' AND pid IS DISTINCT FROM $2
+        """,
+        LISTENER_APPLICATION_NAME,
+        other_than,
+    )
+
+
+async def delivered(mail_server, ids: list[str]) -> bool:
+    async def check():
+        return set(ids) <= {m["Message-ID"] for m in mail_server.messages}
+
+    return await eventually(check, seconds=WELL_BEFORE_THE_POLL)
+
+
+async def test_mail_queued_by_another_process_wakes_the_worker(
+    conn, db_url, mail_settings, mail_server
+):
+    async with idle_worker(db_url, mail_settings):
+        assert await eventually(lambda: listener_pid(conn))
+        first = await queue(conn, 1)  # through a connection the worker does not share
+        assert await delivered(mail_server, first)
+        second = await queue(conn, 3)  # and again, once the worker waits
+        assert await delivered(mail_server, second)
+
+
+async def test_worker_wakes_after_its_listener_connection_is_killed(
+    conn, db_url, mail_settings, mail_server
+):
+    async with idle_worker(db_url, mail_settings):
+        killed = await eventually(lambda: listener_pid(conn))
+        assert killed
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", killed)
+        assert await eventually(lambda: listener_pid(conn, other_than=killed))
+        ids = await queue(conn, 1)
+        assert await delivered(mail_server, ids)
+
+
+async def test_an_admin_retry_wakes_the_worker(conn, db_url, mail_settings, mail_server):
+    ids = await queue(conn, 2)
+    await conn.execute("UPDATE outbox SET status = 'failed', attempts = 12")
+    async with idle_worker(db_url, mail_settings):
+        assert await eventually(lambda: listener_pid(conn))
+        async with connected(db_url) as admin_db:
+            assert await retry_all_failed(admin_db, admin_id=None) == 2
+        assert await delivered(mail_server, ids)
+
+
+async def test_only_mail_that_becomes_due_notifies(conn, db_url):
+    """Queueing and retrying notify the channel; the worker's own bookkeeping does not."""
+    received: list[str] = []
+    listener = await asyncpg.connect(asyncpg_dsn(db_url))
+    await listener.add_listener(CHANNEL, lambda *args: received.append(args[-1]))
+
+    async def notifications_from(sql: str, *args) -> int:
+        """Notifications arrive in commit order: once a marker sent after `sql` has
+        arrived, so has every notification `sql` caused."""
+        received.clear()
+        await conn.execute(sql, *args)
+        await conn.execute("SELECT pg_notify($1, 'marker')", CHANNEL)
+
+        async def marker_arrived():
+            return "marker" in received
+
+        assert await eventually(marker_arrived)
+        return len(received) - 1
+
+    insert = """
+        INSERT INTO outbox (purpose, recipient, subject, body_text, status)
+        SELECT 'notice', 'r' || i || '@example.org', 'Hello', 'text', $1
+          FROM generate_series(1, 3) AS i
+    """
+    retry_later = "UPDATE outbox SET attempts = 1, next_attempt_at = now() + interval '1 hour'"
+    retry_now = "UPDATE outbox SET status = 'waiting', next_attempt_at = now()"
+    try:
+        assert await notifications_from(insert, "waiting") == 1  # one for the statement
+        assert await notifications_from(insert, "sent") == 0
+        assert await notifications_from(retry_later + " WHERE status = 'waiting'") == 0
+        assert await notifications_from("UPDATE outbox SET status = 'failed'") == 0
+        assert await notifications_from(retry_now + " WHERE status = 'failed'") == 1
+        assert await notifications_from("UPDATE outbox SET last_error = 'noted'") == 0
+        assert await notifications_from("UPDATE outbox SET status = 'sent'") == 0
+    finally:
+        await listener.close()

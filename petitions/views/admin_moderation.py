@@ -1,17 +1,11 @@
-"""Admin pages of a petition's signatures: moderation and the CSV export."""
+"""The moderation page of a petition: every signature, filters, and approve, reject, restore."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from .. import audit
-from ..auth import admin_page
-from ..db import raw_connection
-from ..export import BadExport, ExportFilter, file_name, parse_bom, stream_csv
 from ..fields import BadValue, parse_after, parse_ids
 from ..moderation import (
     PAGE_SIZE,
@@ -22,7 +16,7 @@ from ..moderation import (
     parse_action,
     status_counts,
 )
-from .admin_base import form_list, load_petition, notify, render, see_other
+from .admin_base import admin_page, form_list, load_petition, notify, render, see_other
 
 
 @admin_page()
@@ -37,13 +31,13 @@ async def moderation(request: Request) -> Response:
         raise HTTPException(400, str(error)) from None
     db = request.app.state.db
     rows, next_after = await list_signatures(db, petition.id, filters, after, PAGE_SIZE)
-    url = request.url_for("admin_signatures", slug=petition.slug)
+    url = request.url_for("admin_moderation", slug=petition.slug)
     next_url = (
         url.include_query_params(**filters.as_query(), after=next_after) if next_after else None
     )
     return render(
         request,
-        "signatures.html",
+        "moderation.html",
         {
             "petition": petition,
             "filters": filters,
@@ -70,35 +64,10 @@ async def _moderate(request: Request, petition) -> Response:
             action, ids = parse_action(form.get("action")), parse_ids(form_list(request, "ids"))
     except BadValue as error:
         raise HTTPException(400, str(error)) from None
-    back = see_other(request.url_for("admin_signatures", slug=petition.slug), filters.as_query())
+    back = see_other(request.url_for("admin_moderation", slug=petition.slug), filters.as_query())
     if not ids:
         notify(request, "Choose at least one signature first.", "error")
         return back
     changed = await moderate(request.app.state.db, petition.id, request.state.admin.id, action, ids)
     notify(request, describe(action, changed, len(ids)), "ok" if changed == len(ids) else "error")
     return back
-
-
-@admin_page()
-async def export_csv(request: Request) -> Response:
-    petition = await load_petition(request)
-    try:
-        filters = ExportFilter.parse(request.query_params)
-    except BadExport as error:
-        raise HTTPException(400, str(error)) from None
-    db = request.app.state.db
-    async with raw_connection(db) as conn:
-        await audit.record(
-            conn, request.state.admin.id, "signatures.export", petition_id=petition.id,
-            details={"status": filters.status or "all", "kind": filters.kind,
-                     "country": filters.country, "since": filters.since},
-        )  # fmt: skip
-    name = file_name(petition.slug, filters, datetime.now(UTC))
-    return StreamingResponse(
-        stream_csv(db, petition.id, filters, bom=parse_bom(request.query_params.get("bom"))),
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Cache-Control": "no-store",
-        },
-    )

@@ -1,0 +1,255 @@
+"""The signature: its vocabulary, its statuses, the moves between them, and which statuses count.
+
+Every change of a signature's status in the code is one of the transitions in
+`TRANSITIONS`, made by a function of this module. The database holds the same
+rule: migrations/0004_signature_lifecycle.sql fills `signature_transitions`
+with the moves below and a trigger refuses any other UPDATE of `status`, and
+its function `counted_status()` says which statuses count (the tally and
+live-event triggers use it). Adding a status is one edit here plus a
+migration that adds its moves; tests/test_signature.py checks that the two
+agree.
+
+    sign ──> pending ──verify──> verified ──reject──> rejected ──restore──> verified
+                 │                  ^                                  └──> pending
+                 └──hold──> held ───┘ approve          (never confirmed: back to pending)
+    withdraw: from any status but withdrawn; the signer's personal data is erased.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import asyncpg
+
+from .petitions import TAKES_SIGNATURES_SQL
+
+
+class Kind(StrEnum):
+    INDIVIDUAL = "individual"
+    ORGANISATION = "organisation"
+
+
+class Status(StrEnum):
+    PENDING = "pending"  # waiting for the signer to confirm by email
+    VERIFIED = "verified"  # confirmed: counted and (display permitting) listed
+    HELD = "held"  # confirmed, waiting for a moderator
+    REJECTED = "rejected"  # refused by a moderator; the data stays, so it can be restored
+    WITHDRAWN = "withdrawn"  # taken back by the signer; personal data erased
+
+
+class Display(StrEnum):
+    PUBLIC = "public"  # name (and organisation) shown in lists
+    INITIALS = "initials"  # initials, country and occupation only
+    ANONYMOUS = "anonymous"  # counted, never listed
+
+
+class OrganisationType(StrEnum):
+    TRADE_UNION = "trade_union"
+    FEDERATION = "federation"
+    ASSOCIATION = "association"
+    NGO = "ngo"
+    POLITICAL = "political"
+    OTHER = "other"
+
+    @property
+    def label(self) -> str:
+        return ORGANISATION_TYPE_LABELS[self]
+
+
+ORGANISATION_TYPE_LABELS = {
+    OrganisationType.TRADE_UNION: "Trade union",
+    OrganisationType.FEDERATION: "Federation or union centre",
+    OrganisationType.ASSOCIATION: "Association",
+    OrganisationType.NGO: "NGO",
+    OrganisationType.POLITICAL: "Political organisation",
+    OrganisationType.OTHER: "Other organisation",
+}
+
+# The statuses that count towards a petition's total (and appear in public lists).
+COUNTED = frozenset({Status.VERIFIED})
+
+
+def counts(status: str) -> bool:
+    return status in COUNTED
+
+
+def counted_sql(column: str = "status") -> str:
+    """`column` holds a counted status, as a literal condition (so partial indexes on
+    it are used; the database's own `counted_status()` says the same)."""
+    return f"{column} IN ({', '.join(repr(s.value) for s in sorted(COUNTED))})"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A move a signature can make: from any of `sources` to one of `targets`."""
+
+    name: str
+    sources: frozenset[Status]
+    targets: frozenset[Status]
+    by_moderator: bool = False  # an admin's action, written to the audit log
+    label: str = ""  # what a moderator's button says
+
+    def applies_to(self, status: str) -> bool:
+        return status in self.sources
+
+
+def _move(name: str, sources, targets, by_moderator: bool = False, label: str = "") -> Transition:
+    return Transition(name, frozenset(sources), frozenset(targets), by_moderator, label)
+
+
+S = Status
+TRANSITIONS: dict[str, Transition] = {
+    t.name: t
+    for t in (
+        _move("verify", {S.PENDING}, {S.VERIFIED}),
+        # Confirmed, but the petition wants a moderator to look first.
+        _move("hold", {S.PENDING}, {S.HELD}),
+        _move("approve", {S.HELD}, {S.VERIFIED}, True, "Approve (held → verified)"),
+        _move(
+            "reject", {S.PENDING, S.VERIFIED, S.HELD}, {S.REJECTED}, True, "Reject (not counted)"
+        ),
+        # Back to verified when its email had been confirmed, else to pending:
+        # an unconfirmed signature must never count.
+        _move("restore", {S.REJECTED}, {S.VERIFIED, S.PENDING}, True, "Restore (as before)"),
+        _move("withdraw", set(Status) - {S.WITHDRAWN}, {S.WITHDRAWN}),
+    )
+}
+MODERATOR_ACTIONS = tuple(t for t in TRANSITIONS.values() if t.by_moderator)
+INITIAL_STATUS = Status.PENDING
+
+
+def allowed_moves() -> set[tuple[str, str]]:
+    """Every (from, to) pair some transition allows: what the database enforces."""
+    return {
+        (source.value, target.value)
+        for t in TRANSITIONS.values()
+        for source in t.sources
+        for target in t.targets
+    }
+
+
+def _sources(name: str) -> list[str]:
+    return sorted(s.value for s in TRANSITIONS[name].sources)
+
+
+@dataclass(frozen=True)
+class SignatureState:
+    """Where a signature stands, for the pages its links lead to."""
+
+    status: str
+    slug: str
+    changed: bool = False
+
+
+_STATE = """
+SELECT s.status, p.slug FROM signatures s JOIN petitions p ON p.id = s.petition_id
+ WHERE s.public_id = $1
+"""
+
+
+async def signature_state(conn: asyncpg.Connection, public_id: uuid.UUID) -> SignatureState | None:
+    row = await conn.fetchrow(_STATE, public_id)
+    return SignatureState(row["status"], row["slug"]) if row else None
+
+
+# verify or hold: a pending signature of a petition that still takes signatures.
+_CONFIRM = f"""
+UPDATE signatures s
+   SET status = CASE WHEN s.kind = '{Kind.ORGANISATION}' AND p.moderate_organisations
+                     THEN '{Status.HELD}' ELSE '{Status.VERIFIED}' END,
+       verified_at = now(), updated_at = now()
+  FROM petitions p
+ WHERE p.id = s.petition_id AND s.public_id = $1 AND s.status = ANY($2::text[])
+   AND {TAKES_SIGNATURES_SQL}
+RETURNING s.status, p.slug
+"""
+
+
+async def confirm(conn: asyncpg.Connection, public_id: uuid.UUID) -> SignatureState | None:
+    """The signer opened their link: verify, or hold for a moderator (idempotent).
+
+    None when no such signature exists."""
+    pending = sorted(set(_sources("verify")) | set(_sources("hold")))
+    row = await conn.fetchrow(_CONFIRM, public_id, pending)
+    if row is not None:
+        return SignatureState(row["status"], row["slug"], changed=True)
+    return await signature_state(conn, public_id)
+
+
+# Withdrawal erases the signer's personal data; what stays is what the counts and
+# their history need (kind, country, display choice, dates, statement version, ref).
+_WITHDRAW = f"""
+WITH withdrawn AS (
+    UPDATE signatures s
+       SET status = '{Status.WITHDRAWN}', withdrawn_at = now(), updated_at = now(),
+           name = NULL, email = NULL, email_hash = NULL, city = NULL, occupation = NULL,
+           organisation = NULL, organisation_type = NULL, website = NULL, members = NULL,
+           comment = NULL, network_hash = NULL, updates = false
+     WHERE s.public_id = $1 AND s.status = ANY($2::text[])
+    RETURNING s.id, s.petition_id
+), forget_mail AS (
+    DELETE FROM outbox o USING withdrawn w WHERE o.signature_id = w.id
+)
+SELECT p.slug FROM withdrawn w JOIN petitions p ON p.id = w.petition_id
+"""
+
+
+async def withdraw(conn: asyncpg.Connection, public_id: uuid.UUID) -> SignatureState | None:
+    """The signer takes their signature back; None when no such signature exists."""
+    slug = await conn.fetchval(_WITHDRAW, public_id, _sources("withdraw"))
+    if slug is not None:
+        return SignatureState(Status.WITHDRAWN, slug, changed=True)
+    return await signature_state(conn, public_id)
+
+
+# What each moderator action sets; the WHERE clause comes from the transition table.
+_MODERATOR_SETS = {
+    "approve": f"status = '{Status.VERIFIED}', verified_at = now()",
+    "reject": f"status = '{Status.REJECTED}'",
+    "restore": f"""status = CASE WHEN s.verified_at IS NOT NULL THEN '{Status.VERIFIED}'
+                               ELSE '{Status.PENDING}' END""",
+}
+
+
+async def moderate(
+    conn: asyncpg.Connection,
+    petition_id: int,
+    admin_id: int,
+    action: str,
+    signature_ids: Sequence[int],
+) -> int:
+    """Apply a moderator's `action` to those of the signatures it fits, each change
+    with its audit-log row, in one statement; return how many changed."""
+    transition = TRANSITIONS[action]
+    if not transition.by_moderator:
+        raise ValueError(f"{action} is not a moderator's action")
+    statement = f"""
+    WITH target AS (
+        SELECT id, status FROM signatures
+         WHERE petition_id = $1 AND id = ANY($2::bigint[]) AND status = ANY($3::text[])
+         ORDER BY id
+           FOR UPDATE
+    ), changed AS (
+        UPDATE signatures s
+           SET {_MODERATOR_SETS[action]}, updated_at = now()
+          FROM target t
+         WHERE s.id = t.id
+        RETURNING s.id, t.status AS old_status, s.status AS new_status
+    )
+    INSERT INTO audit_log (admin_id, action, petition_id, signature_id, details)
+    SELECT $4, $5, $1, id, jsonb_build_object('from', old_status, 'to', new_status)
+      FROM changed
+    RETURNING signature_id
+    """
+    changed = await conn.fetch(
+        statement,
+        petition_id,
+        list(signature_ids),
+        _sources(action),
+        admin_id,
+        f"signature.{action}",
+    )
+    return len(changed)

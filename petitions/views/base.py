@@ -1,0 +1,82 @@
+"""What every page handler shares: rendering, the petition in the path, its live counts,
+reading a posted form, and the same-origin check. Views import this, never each other."""
+
+from __future__ import annotations
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..clients import same_origin
+from ..petitions import Counts, Petition, get_counts, get_petition, statement_history
+from ..signatories import list_signatories
+
+MAX_FORM_FIELDS = 40
+MAX_FIELD_BYTES = 8 * 1024
+
+
+def render(request: Request, template: str, context: dict, status_code: int = 200) -> Response:
+    return request.app.state.templates.TemplateResponse(
+        request, template, context, status_code=status_code
+    )
+
+
+async def load_petition(request: Request) -> Petition:
+    """The petition named in the path, or a 404 (drafts are not public)."""
+    slug = request.path_params["slug"]
+    language = request.query_params.get("lang")
+    petition = await get_petition(request.app.state.db, slug, language)
+    if petition is None or not petition.is_public:
+        raise HTTPException(404, "There is no petition at this address.")
+    return petition
+
+
+async def live_counts(request: Request, petition_id: int) -> Counts:
+    """Counts from this process's memory (kept fresh by live events)."""
+    snapshot = await request.app.state.live.counts.by_id(petition_id)
+    return snapshot.counts if snapshot else await get_counts(request.app.state.db, petition_id)
+
+
+def posted_from_here(request: Request) -> bool:
+    """A browser's POST names the page it came from; another site's page may not post here."""
+    headers = request.headers
+    return same_origin(
+        headers.get("origin") or headers.get("referer"),
+        f"{request.url.scheme}://{request.url.netloc}",
+        request.app.state.settings.base_url,
+    )
+
+
+async def read_form(
+    request: Request, max_fields: int = MAX_FORM_FIELDS, max_field_bytes: int = MAX_FIELD_BYTES
+) -> FormData:
+    """A posted form, bounded: no files, at most `max_fields` fields of `max_field_bytes`."""
+    return await request.form(max_files=0, max_fields=max_fields, max_part_size=max_field_bytes)
+
+
+async def render_petition_form(
+    request: Request,
+    petition: Petition,
+    form: dict,
+    errors: dict,
+    status_code: int,
+    template: str = "petition.html",
+    **extra,
+) -> Response:
+    """The petition page (or its embed); after a bad submission, with what was typed
+    and a message per field."""
+    db = request.app.state.db
+    full_page = template == "petition.html"
+    context = {
+        "petition": petition,
+        "counts": await live_counts(request, petition.id),
+        "latest": (await list_signatories(db, petition.id, limit=10))[0] if full_page else [],
+        "form": form,
+        "errors": errors,
+        "form_token": request.app.state.tokens.make("sign-form", petition.slug),
+        **extra,
+    }
+    if full_page and petition.version > 1:
+        context["versions"] = await statement_history(db, petition.id)
+    return render(request, template, context, status_code)
