@@ -17,12 +17,14 @@ from starlette.staticfiles import StaticFiles
 
 from . import delivery
 from .auth import AdminSessions, session_key
-from .db import open_database
+from .crypto import cipher_for
+from .db import open_database, raw_connection
 from .events import LiveHub
 from .mail import Mailer
 from .metrics import Metrics, RequestCounter
 from .pagecache import PageCache
 from .paths import STATIC_DIR
+from .sealing import check_data_key
 from .security import ADMIN_MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders
 from .settings import Settings
 from .templating import make_templates
@@ -37,6 +39,7 @@ from .views import (
     admin_users,
     embed,
     live,
+    privacy,
     public,
     signing,
 )
@@ -97,7 +100,15 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
         db = open_database(settings.database_url)
         await db.connect()
         app.state.db = db
-        live = app.state.live = LiveHub(db, settings.database_url)
+        try:  # a DATA_KEY that cannot read the signer data stops the start, clearly
+            async with raw_connection(db) as conn:
+                await check_data_key(conn, app.state.cipher)
+        except BaseException:
+            await db.disconnect()
+            raise
+        live = app.state.live = LiveHub(
+            db, settings.database_url, min_group=lambda: app.state.settings.public_min_group
+        )
         await live.start()
         stop = asyncio.Event()
         worker = None
@@ -116,6 +127,7 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
     routes = [
         Route("/", public.home, name="home"),
         Route("/healthz", public.healthz, name="healthz"),
+        Route("/privacy", privacy.privacy_page, name="privacy"),
         Route("/metrics", metrics.render, name="metrics"),
         Route("/p/{slug}", public.petition_page, name="petition"),
         Route("/p/{slug}/sign", signing.sign, methods=["POST"], name="sign"),
@@ -165,6 +177,7 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
     app.state.templates = make_templates()
     app.state.tokens = Tokens(settings.secret_key)
     app.state.mailer = Mailer(settings)
+    app.state.cipher = cipher_for(settings)  # signer data at rest (crypto.py)
     app.state.page_cache = PageCache()
     return app
 

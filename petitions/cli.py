@@ -1,4 +1,4 @@
-"""The `petitions` command: serve, migrate, worker, demo, create-admin, export."""
+"""The `petitions` command: serve, migrate, worker, purge, rotate-key, demo, create-admin, export."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from dataclasses import replace
 
 import asyncpg
 
+from .crypto import DataKeyError
 from .db import asyncpg_dsn, database_url_for
-from .migrations import MigrationError, migrate
+from .migrations import MigrationError
+from .sealing import prepare_database
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("petitions")
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every start
     try:
         return args.command(args, settings)
-    except (MigrationError, SettingsError) as error:
+    except (MigrationError, SettingsError, DataKeyError) as error:
         print(f"petitions: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -64,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="deliver queued email, without serving pages")
     worker.set_defaults(command=cmd_worker)
+
+    commands.add_parser(
+        "purge",
+        help="apply the retention periods now (every worker does it hourly) and say what went",
+    ).set_defaults(command=cmd_purge)
+
+    rotate = commands.add_parser(
+        "rotate-key",
+        help="re-encrypt signer data under DATA_KEY (older keys in DATA_KEY_PREVIOUS), online",
+    )
+    rotate.add_argument(
+        "--batch", type=int, default=500, metavar="N", help="rows per transaction (default 500)"
+    )
+    rotate.set_defaults(command=cmd_rotate_key)
 
     demo = commands.add_parser("demo", help="load the demo petition with signatures")
     demo.add_argument(
@@ -105,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     with database_url_for(settings) as url:
-        applied = asyncio.run(migrate(url))
+        applied = asyncio.run(prepare_database(url, settings))
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return 0
 
@@ -117,7 +133,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print("petitions: --port must be 1-65535 and --workers 1-64", file=sys.stderr)
         return 2
     with database_url_for(settings) as url:
-        asyncio.run(migrate(url))
+        asyncio.run(prepare_database(url, settings))
         log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
                  "DATABASE_URL" if settings.database_url else settings.data_dir)  # fmt: skip
         options = dict(host=args.host, port=args.port, log_level=settings.log_level.lower(),
@@ -154,7 +170,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from .delivery import run_outbox_worker
 
     async def run(url: str) -> None:
-        await migrate(url)
+        await prepare_database(url, settings)
         db = open_database(url, max_size=4)
         await db.connect()
         stop = asyncio.Event()
@@ -172,6 +188,68 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from .db import open_database
+    from .retention import enforce_retention
+
+    async def run(url: str):
+        await prepare_database(url, settings)
+        db = open_database(url, max_size=2)
+        await db.connect()
+        try:
+            # If a worker is running a pass, wait for it, then run one too.
+            return await enforce_retention(db, settings, wait=True)
+        finally:
+            await db.disconnect()
+
+    with database_url_for(settings) as url:
+        report = asyncio.run(run(url))
+    print(report.summary())
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    from .crypto import cipher_for
+    from .sealing import rotate
+
+    if not 1 <= args.batch <= 100_000:
+        print("petitions: --batch must be between 1 and 100,000", file=sys.stderr)
+        return 2
+    cipher = cipher_for(settings)
+
+    def progress(report) -> None:
+        if sys.stderr.isatty():
+            print(f"\r  re-sealed {report.signatures:,} signatures and {report.emails:,} emails",
+                  end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    async def run(url: str):
+        await prepare_database(url, settings)
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            return await rotate(conn, cipher, args.batch, progress)
+        finally:
+            await conn.close()
+
+    with database_url_for(settings) as url:
+        report = asyncio.run(run(url))
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(
+        f"re-sealed {report.signatures:,} signatures and {report.emails:,} emails under "
+        f"data key {cipher.current.hex_id} ({cipher.current.origin})"
+    )
+    if report.remaining != (0, 0):
+        print(
+            f"petitions: {report.remaining[0]:,} signatures and {report.remaining[1]:,} emails "
+            "are still under another key (rows locked by other work throughout): run "
+            "rotate-key again",
+            file=sys.stderr,
+        )
+        return 1
+    print("every sealed value is under the current key: DATA_KEY_PREVIOUS may be removed")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from .demo import add_generated_signatures, load_demo
 
@@ -179,7 +257,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print("petitions: --signatures must be between 0 and 50,000,000", file=sys.stderr)
         return 2
     with database_url_for(settings) as url:
-        asyncio.run(migrate(url))
+        asyncio.run(prepare_database(url, settings))
         slug, created = asyncio.run(load_demo(url, settings.secret_key))
         print(f"demo petition {'loaded' if created else 'already present'}: /p/{slug}")
         if args.signatures:
@@ -188,6 +266,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                 add_generated_signatures(url, settings.secret_key, slug, args.signatures, progress)
             )
             print(f"\nadded {added:,} generated signatures to /p/{slug}")
+        asyncio.run(prepare_database(url, settings))  # seals what was bulk-loaded in clear
     return 0
 
 
@@ -211,7 +290,7 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
             return 2
 
     async def run(url: str) -> bool:
-        await migrate(url)
+        await prepare_database(url, settings)
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             return await create_or_reset_admin(conn, args.email, password, args.role)
@@ -231,6 +310,7 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
+    from .crypto import cipher_for
     from .export import ExportFilter, export_to_file
     from .fields import BadValue
 
@@ -244,10 +324,18 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     output = Path(args.output) if args.output and args.output != "-" else None
     progress = sys.stderr if sys.stderr.isatty() and (output or not sys.stdout.isatty()) else None
     with database_url_for(settings) as url:
-        asyncio.run(migrate(url))
+        asyncio.run(prepare_database(url, settings))
         try:
             rows = asyncio.run(
-                export_to_file(url, args.slug, filters, output, bom=args.bom, progress=progress)
+                export_to_file(
+                    url,
+                    args.slug,
+                    filters,
+                    output,
+                    bom=args.bom,
+                    progress=progress,
+                    cipher=cipher_for(settings),
+                )
             )
         except LookupError as error:
             print(f"petitions: {error}", file=sys.stderr)

@@ -16,6 +16,7 @@ from datetime import datetime
 from databases import Database
 
 from .db import raw_connection
+from .disclosure import public_time_text
 from .petitions import Counts, get_counts_for, valid_slug
 
 
@@ -47,7 +48,8 @@ class CountSnapshot:
             "individuals": self.counts.individuals,
             "organisations": self.counts.organisations,
             "goal": self.petition.goal,
-            "updated_at": self.counts.updated_at.isoformat() if self.counts.updated_at else None,
+            # The time of the latest signature would single its signer out: the hour only.
+            "updated_at": public_time_text(self.counts.updated_at),
         }
 
     @property

@@ -14,23 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import lru_cache
 
 import aiosmtplib
 from databases import Database
 
+from .crypto import cipher_for
 from .db import asyncpg_dsn, listen_forever, raw_connection
+from .mail import Mailer, open_outbox
+from .retention import STRIP_EMAIL, enforce_retention
 from .settings import Settings
+from .signing import process_sign_reminders
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "outbox"  # notified by the triggers of migrations/0005_outbox_notify.sql
 LISTENER_APPLICATION_NAME = "petitions outbox listener"  # how pg_stat_activity names it
+RETENTION_EVERY_SECONDS = 3600.0  # the worker applies the retention periods hourly
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class RetryPolicy:
 
 
 _CLAIM = """
-SELECT id, recipient, subject, body_text, body_html, headers, message_id, attempts
+SELECT id, recipient, subject, body_text, body_html, headers, sealed, message_id, attempts
   FROM outbox
  WHERE status = 'waiting' AND next_attempt_at <= now()
  ORDER BY next_attempt_at, id
@@ -78,25 +83,33 @@ def build_email(row, settings: Settings) -> EmailMessage:
 
 
 def _build_email(row, settings: Settings) -> EmailMessage:
+    # Recipient, bodies and headers are sealed (mail.seal_outbox); a key that cannot
+    # open them raises crypto.DataKeyError, which is no _Permanent: the batch is
+    # left waiting, not marked failed, until the right key is set.
+    content = open_outbox(cipher_for(settings), row)
     message = EmailMessage()
     message["From"] = settings.mail_from
-    message["To"] = row["recipient"]
+    message["To"] = content["recipient"]
     message["Subject"] = row["subject"]
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = row["message_id"]
-    headers = row["headers"]
-    for name, value in (json.loads(headers) if isinstance(headers, str) else headers or {}).items():
+    for name, value in content["headers"].items():
         message[name] = value
-    message.set_content(row["body_text"])
-    if row["body_html"]:
-        message.add_alternative(row["body_html"], subtype="html")
+    message.set_content(content["body_text"])
+    if content["body_html"]:
+        message.add_alternative(content["body_html"], subtype="html")
     return message
 
 
 async def deliver_due(
     db: Database, settings: Settings, batch_size: int = 20, policy: RetryPolicy = RetryPolicy()
 ) -> int:
-    """Deliver one batch of due rows; return how many were claimed."""
+    """Deliver one batch of due rows; return how many were claimed.
+
+    Reminders asked for by signing again (signing.process_sign_reminders) are
+    turned into outbox rows first, so they go out in the same pass."""
+    while await process_sign_reminders(db, _mailer(settings)):
+        pass
     async with raw_connection(db) as conn, conn.transaction():
         rows = await conn.fetch(_CLAIM, batch_size)
         if not rows:
@@ -137,6 +150,11 @@ async def deliver_due(
     return len(rows)
 
 
+@lru_cache(maxsize=8)
+def _mailer(settings: Settings) -> Mailer:
+    return Mailer(settings)
+
+
 async def _connect(settings: Settings) -> aiosmtplib.SMTP:
     smtp = aiosmtplib.SMTP(
         hostname=settings.smtp_host,
@@ -166,9 +184,11 @@ async def _send(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
 
 
 async def _mark_sent(conn, outbox_id: int) -> None:
+    """Sent (or, with no SMTP_HOST, logged): the row keeps its status, time, purpose
+    and Message-ID, and loses who it went to and what it said (retention.STRIP_EMAIL)."""
     await conn.execute(
         "UPDATE outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1, "
-        "last_error = NULL WHERE id = $1",
+        f"last_error = NULL, {STRIP_EMAIL} WHERE id = $1",
         outbox_id,
     )
 
@@ -206,6 +226,7 @@ async def run_outbox_worker(
     stop: asyncio.Event,
     poll_seconds: float = 1.0,
     policy: RetryPolicy = RetryPolicy(),
+    retention_every: float | None = RETENTION_EVERY_SECONDS,
 ) -> None:
     """Deliver until `stop` is set.
 
@@ -213,6 +234,10 @@ async def run_outbox_worker(
     queued, by any process (the triggers of migrations/0005_outbox_notify.sql
     send it at commit), and every `poll_seconds` anyway: the fallback for mail
     that falls due later and for the times the listening connection is down.
+
+    Beside delivering, it applies the retention periods (retention.py) at start
+    and then every `retention_every` seconds, in a task of its own so a long pass
+    never delays mail; of all the processes' workers, one at a time does it.
     """
     if settings.database_url is None:
         raise ValueError("the outbox worker needs a database URL")
@@ -220,6 +245,11 @@ async def run_outbox_worker(
     listener = asyncio.create_task(
         _listen_for_mail(settings.database_url, wakeup), name="outbox-listener"
     )
+    retention = None
+    if retention_every is not None:
+        retention = asyncio.create_task(
+            _retention_periodically(db, settings, stop, retention_every), name="retention"
+        )
     try:
         while not stop.is_set():
             wakeup.clear()  # before delivering: mail queued meanwhile wakes the next pass
@@ -230,9 +260,22 @@ async def run_outbox_worker(
                 log.exception("outbox delivery failed; trying again shortly")
             await _any_of(wakeup, stop, at_most=poll_seconds)
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        for task in (listener, retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def _retention_periodically(
+    db: Database, settings: Settings, stop: asyncio.Event, every: float
+) -> None:
+    while not stop.is_set():
+        try:
+            await enforce_retention(db, settings)
+        except Exception:  # the database may be restarting: log, and try at the next turn
+            log.exception("applying the retention periods failed; trying again later")
+        await _any_of(stop, at_most=every)
 
 
 async def _any_of(*events: asyncio.Event, at_most: float) -> None:

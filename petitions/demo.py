@@ -404,7 +404,8 @@ CAUTIOUS_DISPLAY_WEIGHTS = (0, 40, 60)
 class GeneratedSignature(NamedTuple):
     """One row for COPY into signatures: the field names are the column names.
 
-    Generated columns (id, public_id, organisation_key) are left to the database.
+    Generated columns (id, public_id) are left to the database. The rows go in
+    clear; `petitions demo` seals them right after (sealing.seal_clear_rows).
     """
 
     petition_id: int

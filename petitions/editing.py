@@ -50,6 +50,8 @@ class PetitionSettings:
     accepts_organisations: bool
     moderate_organisations: bool
     default_language: str
+    # Where signing is dangerous: the sign form explains initials and anonymous there.
+    dangerous_countries: tuple[str, ...] = ()
 
 
 def read_settings(
@@ -83,6 +85,9 @@ def read_settings(
             "default_language",
             "The statement has no text in that language yet: add the translation first.",
         )
+    dangerous_countries = reader.countries(
+        "dangerous_countries", "Countries where signing is dangerous"
+    )
     reader.check()
     return PetitionSettings(
         slug=slug,
@@ -92,6 +97,7 @@ def read_settings(
         accepts_organisations=accepts_organisations,
         moderate_organisations=reader.flag("moderate_organisations"),
         default_language=language,
+        dangerous_countries=dangerous_countries,
     )
 
 
@@ -138,6 +144,7 @@ async def create_petition_from(
                 moderate_organisations=settings.moderate_organisations,
                 default_language=settings.default_language,
                 created_by=admin_id,
+                dangerous_countries=settings.dangerous_countries,
             )
             await audit.record(
                 conn, admin_id, "petition.create", petition_id=petition_id,
@@ -150,8 +157,13 @@ async def create_petition_from(
 
 _SETTINGS_COLUMNS = (
     "slug", "goal", "closes_at", "accepts_individuals", "accepts_organisations",
-    "moderate_organisations", "default_language",
+    "moderate_organisations", "default_language", "dangerous_countries",
 )  # fmt: skip
+
+
+def _stored(value: object) -> object:
+    """A setting as the database gives it back (arrays come back as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 async def update_settings(
@@ -170,7 +182,7 @@ async def update_settings(
                     {"slug": "The address of a published petition cannot change: "
                              "emails, embeds and bookmarks point at it."}
                 )  # fmt: skip
-            changed = [c for c in _SETTINGS_COLUMNS if getattr(new, c) != row[c]]
+            changed = [c for c in _SETTINGS_COLUMNS if _stored(getattr(new, c)) != row[c]]
             if not changed:
                 return []
             await conn.execute(
@@ -178,14 +190,14 @@ async def update_settings(
                 UPDATE petitions
                    SET slug = $2, goal = $3, closes_at = $4, accepts_individuals = $5,
                        accepts_organisations = $6, moderate_organisations = $7,
-                       default_language = $8, updated_at = now()
+                       default_language = $8, dangerous_countries = $9, updated_at = now()
                  WHERE id = $1
                 """,
-                petition_id, *(getattr(new, c) for c in _SETTINGS_COLUMNS),
+                petition_id, *(_stored(getattr(new, c)) for c in _SETTINGS_COLUMNS),
             )  # fmt: skip
             await audit.record(
                 conn, admin_id, "petition.settings", petition_id=petition_id,
-                details={c: {"from": row[c], "to": getattr(new, c)} for c in changed},
+                details={c: {"from": row[c], "to": _stored(getattr(new, c))} for c in changed},
             )  # fmt: skip
     except asyncpg.UniqueViolationError:
         raise FieldErrors({"slug": _SLUG_TAKEN}) from None
@@ -381,4 +393,5 @@ def settings_values(row: Mapping[str, object]) -> dict[str, object]:
         "accepts_organisations": "1" if row["accepts_organisations"] else "",
         "moderate_organisations": "1" if row["moderate_organisations"] else "",
         "default_language": row["default_language"],
+        "dangerous_countries": " ".join(row.get("dangerous_countries") or ()),
     }

@@ -15,12 +15,15 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from databases import Database
 
 from .counters import CountCache
 from .db import asyncpg_dsn, listen_forever, raw_connection
+from .disclosure import public_breakdown
+from .settings import DEFAULT_PUBLIC_MIN_GROUP
 from .signatories import public_entry
 
 log = logging.getLogger(__name__)
@@ -63,17 +66,19 @@ class TooManySubscribers(Exception):
 _EVENTS_SQL = """
 SELECT e.id AS event_id, e.petition_id, e.event, s.public_id, s.kind, s.display, s.name,
        s.city, s.occupation, s.organisation, s.organisation_type, s.members, s.website,
-       s.comment, s.country, s.verified_at
+       s.comment, s.country, s.verified_at, s.initials
   FROM petition_events e JOIN signatures s ON s.id = e.signature_id
 """
 
 
-def signature_event(row) -> LiveEvent | None:
-    """The public form of an event row; anonymous signers are counted, never shown."""
+def signature_event(row, countries: Container[str] = frozenset()) -> LiveEvent | None:
+    """The public form of an event row; anonymous signers are counted, never shown.
+
+    `countries`: those that may be named now (disclosure.public_breakdown)."""
     if row["display"] == "anonymous":
         return None
     if row["event"] == "counted":
-        data = public_entry(row)
+        data = public_entry(row, countries)
     else:
         data = {"id": str(row["public_id"]), "removed": True}
     return LiveEvent("signature", data, row["event_id"])
@@ -82,8 +87,14 @@ def signature_event(row) -> LiveEvent | None:
 class LiveHub:
     """Per process: the listener, the count cache and the subscribers."""
 
-    def __init__(self, db: Database, database_url: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        database_url: str,
+        min_group: Callable[[], int] = lambda: DEFAULT_PUBLIC_MIN_GROUP,
+    ) -> None:
         self.db = db
+        self.min_group = min_group  # PUBLIC_MIN_GROUP, read when an event goes out
         self.dsn = asyncpg_dsn(database_url)
         self.counts = CountCache(db)
         self.connected = asyncio.Event()
@@ -154,7 +165,16 @@ class LiveHub:
                 after_id,
                 REPLAY_LIMIT,
             )
-        return [event for row in rows if (event := signature_event(row)) is not None]
+        countries = await self.named_countries(petition_id)
+        return [event for row in rows if (event := signature_event(row, countries)) is not None]
+
+    async def named_countries(self, petition_id: int) -> frozenset[str]:
+        """The countries the public may see named in this petition's events, from the
+        counts in memory (the same decision as its pages and list make)."""
+        snapshot = await self.counts.by_id(petition_id)
+        if snapshot is None:
+            return frozenset()
+        return public_breakdown(snapshot.counts, self.min_group()).named
 
     # Listening ------------------------------------------------------------------
 
@@ -189,6 +209,7 @@ class LiveHub:
     async def _catch_up(self) -> None:
         """After (re)connecting: what happened while nobody was listening."""
         petition_ids = list(self._subscribers)
+        rows = []
         if petition_ids:
             async with raw_connection(self.db) as conn:
                 rows = await conn.fetch(
@@ -197,8 +218,8 @@ class LiveHub:
                     petition_ids,
                     self._high_water,
                 )
-            self._publish_rows(rows)
-        await self.counts.reconcile()
+        await self.counts.reconcile()  # first: events name countries by these counts
+        await self._publish_rows(rows)
         for petition_id in self._subscribers:
             await self._publish_count(petition_id)
 
@@ -219,6 +240,9 @@ class LiveHub:
                 log.exception("could not process live events; the next reconcile repairs counts")
 
     async def _process(self, ranges: list[tuple[int, int, int]], dirty: set[int]) -> None:
+        # Counts first: a signature event names a country by the counts that include it.
+        cached = set(self.counts.cached_ids())
+        await self.counts.refresh([pid for pid in dirty if pid in cached])
         wanted = [r for r in ranges if r[0] in self._subscribers]
         if wanted:
             async with raw_connection(self.db) as conn:
@@ -231,14 +255,13 @@ class LiveHub:
                     [r[1] for r in wanted],
                     [r[2] for r in wanted],
                 )
-            self._publish_rows(rows)
-        cached = set(self.counts.cached_ids())
-        await self.counts.refresh([pid for pid in dirty if pid in cached])
+            await self._publish_rows(rows)
         for petition_id in dirty:
             if petition_id in self._subscribers:
                 await self._publish_count(petition_id)
 
-    def _publish_rows(self, rows) -> None:
+    async def _publish_rows(self, rows) -> None:
+        named: dict[int, frozenset[str]] = {}
         for row in rows:
             event_id = row["event_id"]
             self._high_water = max(self._high_water, event_id)
@@ -248,7 +271,10 @@ class LiveHub:
                 self._published_set.discard(self._published[0])
             self._published.append(event_id)
             self._published_set.add(event_id)
-            event = signature_event(row)
+            petition_id = row["petition_id"]
+            if petition_id not in named:
+                named[petition_id] = await self.named_countries(petition_id)
+            event = signature_event(row, named[petition_id])
             if event is not None:
                 self._send(row["petition_id"], event)
 

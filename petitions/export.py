@@ -1,9 +1,10 @@
-"""CSV export of a petition's signatures, streamed from PostgreSQL with COPY.
+"""CSV export of a petition's signatures, streamed in bounded memory.
 
-PostgreSQL writes the CSV itself (`COPY (SELECT ...) TO STDOUT`), and the rows
-flow through in chunks: asyncpg hands each chunk to a sink, the sink waits while
-the reader is slower, and asyncpg stops reading from the server meanwhile. So a
-million rows take as little memory as a hundred.
+The signers' personal fields are sealed (personal.py), so the file is written
+here rather than by PostgreSQL: a server-side cursor hands over rows a batch
+at a time, each batch's blobs are opened and written as CSV, and the chunk goes
+to a sink that waits while the reader is slower (and meanwhile no more rows are
+fetched). So a million rows take as little memory as a thousand.
 
 Spreadsheets run a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage
 return as a formula ("CSV injection"). Every text cell that does gets a leading
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,51 +28,90 @@ from typing import TextIO
 import asyncpg
 from databases import Database
 
+from .crypto import Cipher
 from .db import asyncpg_dsn, raw_connection
 from .fields import FieldReader
+from .personal import personal_of
 from .signature import Kind, Status
 
 BOM = "\ufeff".encode()
 QUEUE_CHUNKS = 8  # chunks waiting between PostgreSQL and a slow reader, at most
 STALLED_READER_SECONDS = 300  # a reader that takes nothing for this long is given up
+FETCH_ROWS = 500  # rows per fetch from the cursor, and per chunk of the file
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _neutralised(column: str) -> str:
-    return (
-        f"CASE WHEN left({column}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
-        f"THEN '''' || {column} ELSE {column} END"
-    )
+def neutralised(value: str | None) -> str | None:
+    """A cell a spreadsheet would run as a formula, made text with a leading `'`."""
+    if value and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _utc(column: str) -> str:
     return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 
 
-# (header, SQL expression) in file order. Text that a signer typed is neutralised.
+def _neutralised_sql(column: str) -> str:
+    return (
+        f"CASE WHEN left({column}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+        f"THEN '''' || {column} ELSE {column} END"
+    )
+
+
+# (header, where the value comes from) in file order: a personal field (opened from
+# the sealed blob, and neutralised) or an SQL expression whose text never needs CSV
+# quoting (ids, codes, numbers, times), which PostgreSQL formats.
+PERSONAL = "personal"
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("public_id", "s.public_id"),
+    ("public_id", "s.public_id::text"),
     ("status", "s.status"),
     ("kind", "s.kind"),
-    ("name", _neutralised("s.name")),
-    ("email", _neutralised("s.email")),
-    ("organisation", _neutralised("s.organisation")),
-    ("organisation_type", "s.organisation_type"),
+    ("name", PERSONAL),
+    ("email", PERSONAL),
+    ("organisation", PERSONAL),
+    ("organisation_type", PERSONAL),
     ("country", "s.country"),
-    ("city", _neutralised("s.city")),
-    ("occupation", _neutralised("s.occupation")),
-    ("website", _neutralised("s.website")),
-    ("members", "s.members"),
-    ("comment", _neutralised("s.comment")),
+    ("city", PERSONAL),
+    ("occupation", PERSONAL),
+    ("website", PERSONAL),
+    ("members", PERSONAL),
+    ("comment", PERSONAL),
     ("display", "s.display"),
     ("updates", "CASE WHEN s.updates THEN 'yes' ELSE 'no' END"),
-    ("ref", _neutralised("s.ref")),
+    ("ref", _neutralised_sql("s.ref")),  # a campaign code: letters, digits, `._-`
     ("language", "s.language"),
-    ("statement_version", "v.version"),
+    ("statement_version", "v.version::text"),
     ("created_at", _utc("s.created_at")),
     ("verified_at", _utc("s.verified_at")),
 )
+NEUTRALISED = frozenset(
+    {"name", "email", "organisation", "city", "occupation", "website", "comment"}
+)
 
 HEADER = [name for name, _ in COLUMNS]
+
+
+def _runs() -> list[tuple[str, ...] | str]:
+    """COLUMNS as runs: a tuple of personal fields, or the SQL that writes a run of the
+    other columns as ready CSV text (so Python formats only the personal cells)."""
+    runs: list[tuple[str, ...] | str] = []
+    for name, sql in COLUMNS:
+        last = runs[-1] if runs else None
+        if sql == PERSONAL:
+            if isinstance(last, tuple):
+                runs[-1] = (*last, name)
+            else:
+                runs.append((name,))
+        elif isinstance(last, str):
+            runs[-1] = f"{last} || ',' || coalesce({sql}, '')"
+        else:
+            runs.append(f"coalesce({sql}, '')")
+    return runs
+
+
+RUNS = _runs()
 
 _FROM_WHERE = """
   FROM signatures s
@@ -82,9 +123,11 @@ _FROM_WHERE = """
    AND ($5::timestamptz IS NULL OR coalesce(s.verified_at, s.created_at) >= $5)
 """
 
+# The clear columns too: a row not sealed yet (see sealing.py) is read from them.
 _EXPORT = (
-    "SELECT "
-    + ",\n       ".join(f"{sql} AS {name}" for name, sql in COLUMNS)
+    "/* petitions export */ SELECT s.public_id, s.sealed, s.name, s.email, s.organisation,"
+    " s.organisation_type, s.city, s.occupation, s.website, s.members, s.comment,\n       "
+    + ",\n       ".join(f"{run} AS run_{i}" for i, run in enumerate(RUNS) if isinstance(run, str))
     + _FROM_WHERE
     + " ORDER BY s.id"
 )
@@ -125,16 +168,62 @@ def file_name(slug: str, filters: ExportFilter, today: datetime) -> str:
     return f"{slug}-signatures-{filters.status or 'all'}-{today:%Y-%m-%d}.csv"
 
 
+_QUOTE_WHEN = re.compile(r'[,"\r\n]')
+
+
+def _csv_cell(value) -> str:
+    """One cell as PostgreSQL's COPY ... CSV writes it: NULL as nothing, an empty
+    text as "", quoted (quotes doubled) when it holds a comma, quote or line break."""
+    if value is None:
+        return ""
+    text = str(value)
+    if not text or _QUOTE_WHEN.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _line(cipher: Cipher, row) -> str:
+    personal = personal_of(cipher, row)
+    parts = []
+    for i, run in enumerate(RUNS):
+        if isinstance(run, str):
+            parts.append(row[f"run_{i}"])
+        else:
+            parts.extend(
+                _csv_cell(neutralised(personal[f]) if f in NEUTRALISED else personal[f])
+                for f in run
+            )
+    return ",".join(parts)
+
+
+def csv_chunk(cipher: Cipher, rows, header: bool = False) -> bytes:
+    """Rows (opened and neutralised) as CSV lines, each ending in \\n."""
+    lines = [",".join(HEADER)] if header else []
+    lines.extend(_line(cipher, row) for row in rows)
+    return "".join(line + "\n" for line in lines).encode()
+
+
 async def copy_csv(
     conn: asyncpg.Connection,
     petition_id: int,
     filters: ExportFilter,
     write: Callable[[bytes], Awaitable[object]],
+    *,
+    cipher: Cipher,
 ) -> None:
-    """COPY the CSV (header first) to `write`, chunk by chunk, as PostgreSQL produces it."""
-    await conn.copy_from_query(
-        _EXPORT, *filters.arguments(petition_id), output=write, format="csv", header=True
-    )
+    """Write the CSV (header first) to `write`, a chunk per batch of rows, as a cursor
+    reads them (one transaction, a consistent snapshot)."""
+    async with conn.transaction(readonly=True):
+        cursor = await conn.cursor(_EXPORT, *filters.arguments(petition_id))
+        first = True
+        while True:
+            rows = await cursor.fetch(FETCH_ROWS)
+            if not rows and not first:
+                break
+            await write(csv_chunk(cipher, rows, header=first))
+            first = False
+            if len(rows) < FETCH_ROWS:
+                break
 
 
 async def count_rows(conn: asyncpg.Connection, petition_id: int, filters: ExportFilter) -> int:
@@ -145,13 +234,13 @@ _DONE = object()
 
 
 async def stream_csv(
-    db: Database, petition_id: int, filters: ExportFilter, bom: bool = False
+    db: Database, petition_id: int, filters: ExportFilter, bom: bool = False, *, cipher: Cipher
 ) -> AsyncIterator[bytes]:
     """The CSV as an async iterator of chunks, for a streaming response.
 
-    A background task runs the COPY on its own pooled connection and hands the
-    chunks over through a short queue: when the reader falls behind, the COPY
-    waits. Closing the iterator early (the client went away) cancels the COPY.
+    A background task reads the rows on its own pooled connection and hands the
+    chunks over through a short queue: when the reader falls behind, the reading
+    waits. Closing the iterator early (the client went away) cancels it.
     """
     chunks: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_CHUNKS)
 
@@ -162,7 +251,7 @@ async def stream_csv(
     async def produce() -> None:
         try:
             async with raw_connection(db) as conn:
-                await copy_csv(conn, petition_id, filters, hand_over)
+                await copy_csv(conn, petition_id, filters, hand_over, cipher=cipher)
         except Exception as error:  # handed to the reader, which raises it
             await chunks.put(error)
         else:
@@ -224,6 +313,8 @@ async def export_to_file(
     output: Path | None,
     bom: bool = False,
     progress: TextIO | None = None,
+    *,
+    cipher: Cipher,
 ) -> int:
     """Write the CSV of petition `slug` to `output` (standard output when None); return
     the number of signatures. A file appears only once complete. LookupError: no petition."""
@@ -250,7 +341,7 @@ async def export_to_file(
                         header_seen, lines = True, lines - 1
                     bar.advance(lines)  # a comment with line breaks counts more: close enough
 
-            await copy_csv(conn, petition_id, filters, write)
+            await copy_csv(conn, petition_id, filters, write, cipher=cipher)
             out.flush()
         except BaseException:
             if draft is not None:

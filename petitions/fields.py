@@ -21,6 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from .countries import COUNTRY_CODES
 from .keys import normalise_email
+from .lookalikes import strip_invisible
 
 # C0 controls (but tab and newline where multi-line text is allowed), DEL, C1
 # controls, bidirectional overrides and Unicode non-characters.
@@ -87,13 +88,17 @@ class FieldReader:
         required: bool = False,
         multiline: bool = False,
         markdown: bool = False,
+        visible_only: bool = False,
     ) -> str:
         """Trimmed, NFC text; one-line text has its runs of white space folded.
 
         Markdown keeps its white space as typed (indentation means something
-        there); only line endings are made uniform.
+        there); only line endings are made uniform. `visible_only` (names) drops
+        invisible characters that could make a look-alike of another name.
         """
         raw = self.raw(name)
+        if visible_only:
+            raw = strip_invisible(raw)
         if has_forbidden_characters(raw.replace("\r", "").replace("\t", " "), multiline=True):
             self.fail(name, f"{label} contains characters that are not allowed.")
             return ""
@@ -196,6 +201,27 @@ class FieldReader:
             self.fail(name, message)
             return None
         return value
+
+    def countries(self, name: str, label: str, limit: int = 300) -> tuple[str, ...]:
+        """ISO 3166-1 alpha-2 codes separated by spaces or commas, in any case: each
+        once, sorted. One message names the codes that are not countries."""
+        raw = self.raw(name)
+        if len(raw) > limit * 4 or has_forbidden_characters(raw):
+            self.fail(name, f"{label}: give at most {limit} country codes such as IR or TJ.")
+            return ()
+        codes = [c.upper() for c in re.split(r"[\s,;]+", raw) if c]
+        unknown = [c[:10] for c in codes if c not in COUNTRY_CODES]
+        if unknown:
+            self.fail(
+                name,
+                f"{label}: {', '.join(unknown[:5])} {'is' if len(unknown) == 1 else 'are'} not "
+                "an ISO country code (use two letters such as IR or TJ).",
+            )
+            return ()
+        if len(set(codes)) > limit:
+            self.fail(name, f"{label}: give at most {limit} country codes.")
+            return ()
+        return tuple(sorted(set(codes)))
 
     def search(self, name: str, limit: int) -> str | None:
         """Search text for a list: one line, bounded."""

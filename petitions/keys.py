@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import unicodedata
 
+from .lookalikes import organisation_fold
+
 
 def derive_key(secret_key: str, purpose: str) -> bytes:
     """One independent key per purpose, so no hash or token can stand in for another."""
@@ -27,3 +29,25 @@ def network_hash(secret_key: str, network: str) -> bytes:
     """Keyed hash of a client network (an IPv4 /24 or IPv6 /48) for abuse detection."""
     key = derive_key(secret_key, "network-hash")
     return hmac.new(key, network.encode(), hashlib.sha256).digest()
+
+
+def organisation_hash(secret_key: str, organisation: str, country: str) -> bytes:
+    """Keyed hash of an organisation as "the same organisation" decides it: the name
+    folded (case, spacing, Unicode form, invisible characters, look-alike letters)
+    and the country. Uniqueness and look-ups use it; the name itself is encrypted."""
+    key = derive_key(secret_key, "organisation-hash")
+    message = f"{organisation_fold(organisation)}\x00{country}".encode()
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+SEARCH_HASH_BYTES = 8  # a search term's hash: short, since a rare false match costs nothing
+
+
+def search_hash_key(secret_key: str) -> bytes:
+    return derive_key(secret_key, "search-hash")
+
+
+def search_hash(key: bytes, term: str) -> bytes:
+    """Keyed hash of one search term (see personal.search_terms): the blind index.
+    Keyed BLAKE2b (a PRF, like HMAC), for a signature hashes a few dozen terms."""
+    return hashlib.blake2b(term.encode(), key=key, digest_size=SEARCH_HASH_BYTES).digest()

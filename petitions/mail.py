@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field, replace
 from email.utils import make_msgid, parseaddr
@@ -10,11 +11,27 @@ import asyncpg
 import jinja2
 from markupsafe import Markup
 
+from .crypto import OUTBOX_CONTEXT, Cipher, cipher_for
 from .markdown import render_markdown
 from .paths import TEMPLATES_DIR
 from .petitions import Petition, fetch_petition_by_id
 from .settings import Settings
 from .tokens import Tokens
+
+# outbox.subject is at most 300 characters (migrations/0001_schema.sql); subjects are
+# made to fit before they reach it, the petition's title shortened with an ellipsis.
+MAX_SUBJECT = 300
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, with an ellipsis when cut."""
+    text = " ".join(text.split())  # no line breaks in a header
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def subject_line(prefix: str, title: str, limit: int = MAX_SUBJECT) -> str:
+    """`prefix` and a petition's title, the title shortened to fit."""
+    return prefix + bounded(title, max(limit - len(prefix), 1))
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,7 @@ class Mailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.tokens = Tokens(settings.secret_key)
+        self.cipher: Cipher = cipher_for(settings)
         loader = jinja2.FileSystemLoader(str(TEMPLATES_DIR / "email"))
         self._text = jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True)
         self._html = jinja2.Environment(loader=loader, autoescape=True)
@@ -48,7 +66,7 @@ class Mailer:
         context = {"base_url": self.settings.base_url, **context}
         return OutgoingMessage(
             recipient=recipient,
-            subject=subject,
+            subject=bounded(subject, MAX_SUBJECT),
             text=self._text.get_template(f"{template}.txt").render(context),
             html=self._html.get_template(f"{template}.html").render(context),
             message_id=make_msgid(domain=self._msgid_domain),
@@ -58,7 +76,7 @@ class Mailer:
         return self._compose(
             "verification",
             email,
-            f"Please confirm your signature: {petition.title}",
+            subject_line("Please confirm your signature: ", petition.title),
             petition=petition,
             name=name,
             verify_url=self.link("verify", public_id),
@@ -71,25 +89,12 @@ class Mailer:
         return self._compose(
             "reminder",
             email,
-            f"You have already signed: {petition.title}",
+            subject_line("You have already signed: ", petition.title),
             petition=petition,
             name=name,
             status=status,
             verify_url=self.link("verify", public_id),
             withdraw_url=self.link("withdraw", public_id),
-        )
-
-    def organisation_already_signed(
-        self, petition: Petition, name: str, email: str, organisation: str
-    ):
-        return self._compose(
-            "organisation_signed",
-            email,
-            f"{organisation} has already signed: {petition.title}",
-            petition=petition,
-            name=name,
-            organisation=organisation,
-            petition_url=f"{self.settings.base_url}/p/{petition.slug}",
         )
 
     @property
@@ -133,19 +138,49 @@ class Mailer:
         signature_id: int | None = None,
         update_id: int | None = None,
     ) -> int:
+        """Queue `message`: its recipient, bodies and headers sealed (seal_outbox)."""
         return await conn.fetchval(
             """
-            INSERT INTO outbox (purpose, recipient, subject, body_text, body_html, headers,
-                                message_id, signature_id, update_id)
-            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
+            INSERT INTO outbox (purpose, subject, sealed, message_id, signature_id, update_id)
+            VALUES ($1, $2, $3, $4, $5, $6)
             RETURNING id
             """,
-            purpose, message.recipient, message.subject, message.text, message.html,
-            _json(message.headers), message.message_id, signature_id, update_id,
+            purpose, bounded(message.subject, MAX_SUBJECT), self.seal(message),
+            message.message_id, signature_id, update_id,
         )  # fmt: skip
 
+    def seal(self, message: OutgoingMessage) -> bytes:
+        return seal_outbox(
+            self.cipher, message.recipient, message.text, message.html, message.headers
+        )
 
-def _json(value: dict) -> str:
-    import json
 
-    return json.dumps(value)
+# The outbox keeps who a message goes to, its bodies (with their live links) and
+# its headers (an unsubscribe link) in one sealed column; its subject, purpose and
+# times stay in clear for the admin's list and the worker.
+
+
+def seal_outbox(
+    cipher: Cipher, recipient: str, text: str, html: str | None, headers: dict | None
+) -> bytes:
+    return cipher.seal_json(
+        {"recipient": recipient, "body_text": text, "body_html": html, "headers": headers or {}},
+        OUTBOX_CONTEXT,
+    )
+
+
+def open_outbox(cipher: Cipher, row) -> dict:
+    """recipient, body_text, body_html and headers of an outbox row: opened from
+    `sealed`, or read from the clear columns of a row not sealed (yet)."""
+    sealed = row["sealed"]
+    if sealed is not None:
+        values = cipher.open_json(sealed, OUTBOX_CONTEXT)
+    else:
+        headers = row["headers"]
+        values = {
+            "recipient": row["recipient"],
+            "body_text": row["body_text"],
+            "body_html": row["body_html"],
+            "headers": json.loads(headers) if isinstance(headers, str) else dict(headers or {}),
+        }
+    return values

@@ -14,9 +14,17 @@ from datetime import datetime
 from databases import Database
 
 from . import signature
+from .crypto import Cipher
 from .db import raw_connection
 from .fields import BadValue, FieldReader
-from .signature import MODERATOR_ACTIONS, Kind, Status
+from .personal import personal_of, query_hashes
+from .signature import (
+    MODERATOR_ACTIONS,
+    ORGANISATION_ALREADY_COUNTED,
+    Kind,
+    Status,
+    counted_sql,
+)
 
 MAX_QUERY_LENGTH = 200
 PAGE_SIZE = 50
@@ -51,10 +59,6 @@ class ModerationFilter:
         return {k: v for k, v in pairs if v}
 
 
-def _like(q: str) -> str:
-    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 @dataclass(frozen=True)
 class ModerationRow:
     id: int
@@ -77,22 +81,33 @@ class ModerationRow:
     version: int | None
     created_at: datetime
     verified_at: datetime | None
+    # An organisation's signature that does not count while another one for the same
+    # organisation (name and country) does: a second person signing for it.
+    duplicate: bool = False
 
 
-_LIST = """
-SELECT s.id, s.public_id, s.kind, s.status, s.display, s.name, s.email, s.organisation,
-       s.organisation_type, s.country, s.city, s.occupation, s.website, s.members, s.comment,
-       s.updates, s.ref, v.version, s.created_at, s.verified_at
+# The personal fields are sealed: the search finds keyed hashes (personal.py's blind
+# index: words of the name and organisation, the email's domain, the email's hash),
+# and the page opens the blob of each row it shows.
+_LIST = f"""
+SELECT s.id, s.public_id, s.kind, s.status, s.display, s.sealed, s.name, s.email,
+       s.organisation, s.organisation_type, s.country, s.city, s.occupation, s.website,
+       s.members, s.comment, s.updates, s.ref, v.version, s.created_at, s.verified_at,
+       (s.kind = '{Kind.ORGANISATION}' AND NOT {counted_sql("s.status")}
+        AND {ORGANISATION_ALREADY_COUNTED}) AS duplicate
   FROM signatures s
   LEFT JOIN statement_versions v ON v.id = s.version_id
  WHERE s.petition_id = $1
    AND ($2::text IS NULL OR s.status = $2)
    AND ($3::text IS NULL OR s.kind = $3)
    AND ($4::text IS NULL OR s.country = $4)
-   AND ($5::text IS NULL OR s.name ILIKE $5 OR s.organisation ILIKE $5 OR s.email ILIKE $5)
-   AND ($6::bigint IS NULL OR s.id < $6)
+   AND (NOT $5::boolean
+        OR ($6::bytea[] IS NOT NULL AND s.search_hashes @> $6::bytea[])
+        OR s.search_hashes @> ARRAY[$7::bytea]
+        OR s.email_hash = $8::bytea)
+   AND ($9::bigint IS NULL OR s.id < $9)
  ORDER BY s.id DESC
- LIMIT $7
+ LIMIT $10
 """
 
 
@@ -102,8 +117,14 @@ async def list_signatures(
     filters: ModerationFilter,
     after: int | None = None,
     limit: int = PAGE_SIZE,
+    *,
+    cipher: Cipher,
+    secret_key: str,
 ) -> tuple[list[ModerationRow], int | None]:
     """One page of signatures, newest first, and where the next page starts (None: last)."""
+    words = domain = email = None
+    if filters.q:
+        words, domain, email = query_hashes(secret_key, filters.q)
     async with raw_connection(db) as conn:
         rows = await conn.fetch(
             _LIST,
@@ -111,12 +132,21 @@ async def list_signatures(
             filters.status,
             filters.kind,
             filters.country,
-            _like(filters.q) if filters.q else None,
+            bool(filters.q),
+            words,
+            domain,
+            email,
             after,
             limit + 1,
         )
-    page = [ModerationRow(**dict(r)) for r in rows[:limit]]
+    page = [_row(cipher, r) for r in rows[:limit]]
     return page, (page[-1].id if len(rows) > limit else None)
+
+
+def _row(cipher: Cipher, row) -> ModerationRow:
+    values = {k: row[k] for k in ModerationRow.__dataclass_fields__ if k in row.keys()}
+    values.update(personal_of(cipher, row))
+    return ModerationRow(**values)
 
 
 async def status_counts(db: Database, petition_id: int) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,6 +16,11 @@ PETITION_STATUSES = ("draft", "open", "closed", "archived")
 # "This petition takes signatures now", in SQL, for a petition aliased `p`
 # (the same rule as `Petition.accepts_signatures`).
 TAKES_SIGNATURES_SQL = "p.status = 'open' AND (p.closes_at IS NULL OR p.closes_at > now())"
+# When a petition aliased `p` stopped taking signatures for good: closed or archived
+# (`closed_at`, kept by a trigger of migrations/0007_retention.sql) or past its
+# closing time, whichever came first; NULL while it is a draft or still open.
+CLOSED_SINCE_SQL = """CASE WHEN p.status IN ('closed', 'archived') THEN least(p.closed_at, p.closes_at)
+     WHEN p.status = 'open' AND p.closes_at <= now() THEN p.closes_at END"""
 # The same rules as the CHECK constraints in migrations/0001_schema.sql.
 SLUG_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,78}[a-z0-9])?$")
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
@@ -55,6 +61,9 @@ class Petition:
     target: str
     body: str
     demands: tuple[str, ...]
+    # Countries where signing this petition is dangerous: the sign form explains the
+    # initials and anonymous choices to signers from them (migrations/0008).
+    dangerous_countries: tuple[str, ...] = ()
 
     @property
     def is_public(self) -> bool:
@@ -84,6 +93,7 @@ class Counts:
 _PETITION_SQL = """
 SELECT p.id, p.slug, p.status, p.goal, p.closes_at, p.accepts_individuals,
        p.accepts_organisations, p.moderate_organisations, p.default_language, p.published_at,
+       p.dangerous_countries,
        v.id AS version_id, v.version, t.language, t.title, t.summary, t.target, t.body, t.demands,
        (SELECT array_agg(language ORDER BY language)
           FROM statement_texts WHERE version_id = v.id) AS languages
@@ -101,6 +111,7 @@ def _petition(row: asyncpg.Record) -> Petition:
     values = dict(row)
     values["languages"] = tuple(values["languages"] or ())
     values["demands"] = tuple(values["demands"])
+    values["dangerous_countries"] = tuple(values["dangerous_countries"] or ())
     return Petition(**values)
 
 
@@ -203,6 +214,7 @@ async def create_petition(
     moderate_organisations: bool = False,
     default_language: str = "en",
     created_by: int | None = None,
+    dangerous_countries: Sequence[str] = (),
 ) -> int:
     """Create a petition with statement version 1 in the given languages; return its id."""
     if default_language not in texts:
@@ -212,12 +224,13 @@ async def create_petition(
             """
             INSERT INTO petitions (slug, status, goal, closes_at, accepts_individuals,
                                    accepts_organisations, moderate_organisations,
-                                   default_language, published_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $2 = 'draft' THEN NULL ELSE now() END)
+                                   default_language, published_at, dangerous_countries)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $2 = 'draft' THEN NULL ELSE now() END,
+                    $9)
             RETURNING id
             """,
             slug, status, goal, closes_at, accepts_individuals, accepts_organisations,
-            moderate_organisations, default_language,
+            moderate_organisations, default_language, list(dangerous_countries),
         )  # fmt: skip
         version_id = await conn.fetchval(
             "INSERT INTO statement_versions (petition_id, version, created_by) "

@@ -7,9 +7,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_BODY_BYTES = 64 * 1024
 ADMIN_MAX_BODY_BYTES = 2 * 1024 * 1024  # a statement of 100,000 characters, URL-encoded
 
+# Nothing is loaded from another site: a signer's browser talks to this one only
+# (no fonts, scripts, images or analytics elsewhere; tests/test_safe_to_reach.py).
 _BASE_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+    "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'"
 )
 
 

@@ -13,6 +13,12 @@ from platformdirs import user_data_path
 
 SMTP_TLS_MODES = ("none", "starttls", "tls")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_PUBLIC_MIN_GROUP = 5
+# Retention periods in days (README's settings table and docs/operations.md describe them).
+DEFAULT_RETENTION_UNVERIFIED_DAYS = 14
+DEFAULT_RETENTION_NETWORK_DAYS = 30
+DEFAULT_RETENTION_REJECTED_DAYS = 30
+MAX_RETENTION_DAYS = 3650
 
 
 class SettingsError(ValueError):
@@ -38,6 +44,24 @@ class Settings:
     # background. `petitions serve --workers N --no-worker` sets PETITIONS_NO_WORKER
     # for its uvicorn worker processes, which read the settings afresh.
     run_outbox_worker: bool = True
+    # A country (or any other breakdown) with fewer counted signatures than this
+    # is never named publicly (see disclosure.py).
+    public_min_group: int = DEFAULT_PUBLIC_MIN_GROUP
+    # Retention (petitions/retention.py enforces them; the privacy page shows them).
+    # Unconfirmed signatures are deleted, with their emails, after this many days;
+    # emails that failed for good are stripped after the same period.
+    retention_unverified_days: int = DEFAULT_RETENTION_UNVERIFIED_DAYS
+    # A signature's keyed network hash (abuse detection) is dropped after this many days.
+    retention_network_days: int = DEFAULT_RETENTION_NETWORK_DAYS
+    # A rejected signature loses its personal data this many days after the rejection.
+    retention_rejected_days: int = DEFAULT_RETENTION_REJECTED_DAYS
+    # Every signature of a petition loses its personal data (staying counted) this
+    # many days after the petition closes; None: never.
+    anonymise_after_close_days: int | None = None
+    # Encryption at rest (see crypto.py): the data key, and older keys accepted for
+    # reading while `petitions rotate-key` re-seals. Unset: derived from SECRET_KEY.
+    data_key: str | None = None
+    data_key_previous: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -108,7 +132,41 @@ def load_settings(
         ),
         log_level=log_level,
         run_outbox_worker=get("PETITIONS_NO_WORKER") is None,
+        public_min_group=_integer(
+            get("PUBLIC_MIN_GROUP"), "PUBLIC_MIN_GROUP", DEFAULT_PUBLIC_MIN_GROUP, 1, 1000
+        ),
+        retention_unverified_days=_days(
+            get("RETENTION_UNVERIFIED_DAYS"),
+            "RETENTION_UNVERIFIED_DAYS",
+            DEFAULT_RETENTION_UNVERIFIED_DAYS,
+        ),
+        retention_network_days=_days(
+            get("RETENTION_NETWORK_DAYS"), "RETENTION_NETWORK_DAYS", DEFAULT_RETENTION_NETWORK_DAYS
+        ),
+        retention_rejected_days=_days(
+            get("RETENTION_REJECTED_DAYS"),
+            "RETENTION_REJECTED_DAYS",
+            DEFAULT_RETENTION_REJECTED_DAYS,
+        ),
+        anonymise_after_close_days=_days(
+            get("ANONYMISE_AFTER_CLOSE_DAYS"), "ANONYMISE_AFTER_CLOSE_DAYS", None
+        ),
+        data_key=_data_key(get("DATA_KEY"), "DATA_KEY"),
+        data_key_previous=tuple(
+            _data_key(k.strip(), "DATA_KEY_PREVIOUS")
+            for k in (get("DATA_KEY_PREVIOUS") or "").split(",")
+            if k.strip()
+        ),
     )
+
+
+def _data_key(raw: str | None, name: str) -> str | None:
+    if raw is not None and len(raw) < 32:
+        raise SettingsError(
+            f"{name} must be at least 32 characters long. Generate one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    return raw
 
 
 def _integer(raw: str | None, name: str, default: int, low: int, high: int) -> int:
@@ -121,6 +179,13 @@ def _integer(raw: str | None, name: str, default: int, low: int, high: int) -> i
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}.")
     return value
+
+
+def _days(raw: str | None, name: str, default: int | None) -> int | None:
+    """A retention period in days; with no default, unset (or `never`) means None."""
+    if default is None and (raw is None or raw.lower() == "never"):
+        return None
+    return _integer(raw, name, default or 1, 1, MAX_RETENTION_DAYS)
 
 
 def _stored_secret(data_dir: Path) -> str:

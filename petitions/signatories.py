@@ -9,46 +9,87 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
+import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import asyncpg
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from databases import Database
 
 from .db import raw_connection
+from .disclosure import public_time_text
 from .fields import BadValue, FieldReader
+from .keys import derive_key
 from .signature import Display, Kind, counted_sql
 
 MAX_QUERY_LENGTH = 100
 MAX_PAGE_SIZE = 100
 
 
+@lru_cache(maxsize=8)
+def cursor_keys(secret_key: str) -> tuple[bytes, bytes]:
+    """The keys of page cursors: one encrypts, one makes the nonce (see Cursor)."""
+    aes_key = derive_key(secret_key, "page-cursor/aes-gcm")
+    return aes_key, derive_key(secret_key, "page-cursor/nonce")
+
+
+_CURSOR_PLAIN = struct.Struct(">q16s")  # microseconds since the epoch, public id
+_CURSOR_BYTES = 12 + _CURSOR_PLAIN.size + 16  # nonce, ciphertext, tag
+_CURSOR_CONTEXT = b"petitions/signatures-cursor/v1/"
+
+
 @dataclass(frozen=True)
 class Cursor:
-    """Where a page ends: the last entry's verification time and public id."""
+    """Where a page ends: the last entry's verification time and public id.
+
+    Keyset pagination needs the exact time, which the public must not see
+    (public times are no finer than the hour), so the `after` parameter is
+    this pair encrypted and authenticated with AES-GCM under a key derived
+    from SECRET_KEY, bound to the petition. The nonce is an HMAC of the
+    petition and the pair (a synthetic IV): the same page always has the same
+    address, so pages stay cacheable, and a nonce repeats only with its
+    plaintext. A changed, cut or foreign cursor fails authentication: 400.
+    """
 
     verified_at: datetime
     public_id: uuid.UUID
 
-    def encode(self) -> str:
-        micros = int(self.verified_at.timestamp() * 1_000_000)
-        raw = f"{micros}.{self.public_id.hex}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    def encode(self, secret_key: str, petition_id: int) -> str:
+        aes_key, nonce_key = cursor_keys(secret_key)
+        micros = (self.verified_at - _EPOCH) // _MICROSECOND
+        plain = _CURSOR_PLAIN.pack(micros, self.public_id.bytes)
+        context = _CURSOR_CONTEXT + str(petition_id).encode()
+        nonce = hmac.new(nonce_key, context + plain, hashlib.sha256).digest()[:12]
+        sealed = nonce + AESGCM(aes_key).encrypt(nonce, plain, context)
+        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, text: str) -> Cursor:
+    def decode(cls, text: str, secret_key: str, petition_id: int) -> Cursor:
         try:
-            if len(text) > 100:
+            if len(text) > 100 or not text.isascii():
                 raise ValueError
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-            micros, hex_id = raw.split(".")
-            when = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
-            return cls(when, uuid.UUID(hex=hex_id))
-        except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+            sealed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            if len(sealed) != _CURSOR_BYTES:
+                raise ValueError
+            aes_key, _ = cursor_keys(secret_key)
+            context = _CURSOR_CONTEXT + str(petition_id).encode()
+            plain = AESGCM(aes_key).decrypt(sealed[:12], sealed[12:], context)
+            micros, id_bytes = _CURSOR_PLAIN.unpack(plain)
+            return cls(_EPOCH + micros * _MICROSECOND, uuid.UUID(bytes=id_bytes))
+        except (ValueError, binascii.Error, InvalidTag, struct.error, OverflowError):
             raise BadValue("The page cursor `after` is not valid.") from None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -85,7 +126,7 @@ def search_query(q: str) -> str:
 
 SEARCH_TIMEOUT = "3s"
 _PUBLIC_COLUMNS = """public_id, kind, display, name, city, occupation, organisation,
-    organisation_type, members, website, comment, country, verified_at"""
+    organisation_type, members, website, comment, country, verified_at, initials"""
 
 
 class ListTooSlow(Exception):
@@ -134,8 +175,15 @@ async def list_signatories(
     filters: ListFilter = ListFilter(),
     after: Cursor | None = None,
     limit: int = 50,
+    countries: Container[str] = frozenset(),
 ) -> tuple[list[dict], Cursor | None]:
-    """One page of public entries and the cursor of the next page (None on the last)."""
+    """One page of public entries and the cursor of the next page (None on the last).
+
+    `countries`: those the public may see named now (`disclosure.public_breakdown`);
+    entries from any other country have no country, and a filter for one of them
+    finds what a filter for a country nobody signed from finds: nothing, at once."""
+    if filters.country and filters.country not in countries:
+        return [], None
     sql, args = _list_query(petition_id, filters, after, limit)
     async with raw_connection(db) as conn:
         if filters.q:
@@ -147,7 +195,7 @@ async def list_signatories(
                 raise ListTooSlow from None
         else:
             rows = await conn.fetch(sql, *args)
-    entries = [public_entry(r) for r in rows[:limit]]
+    entries = [public_entry(r, countries) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
@@ -160,13 +208,16 @@ def initials(text: str | None) -> str:
     return "".join(w[0].upper() + "." for w in words[:4])
 
 
-def public_entry(row) -> dict:
-    """What the public may see of one verified signature, by its display choice."""
+def public_entry(row, countries: Container[str] = frozenset()) -> dict:
+    """What the public may see of one verified signature, by its display choice.
+
+    Its country only if it is one of `countries` (those with enough signers to
+    be named, see disclosure.py); its time rounded down to the hour."""
     entry: dict = {
         "id": str(row["public_id"]),
         "kind": row["kind"],
-        "country": row["country"],
-        "signed_at": row["verified_at"].isoformat(),
+        "country": row["country"] if row["country"] in countries else None,
+        "signed_at": public_time_text(row["verified_at"]),
     }
     if row["display"] == Display.PUBLIC:
         entry["name"] = row["name"]
@@ -178,11 +229,20 @@ def public_entry(row) -> dict:
             entry["organisation_type"] = row["organisation_type"]
             entry["members"] = row["members"]
             entry["website"] = row["website"]
-    else:  # initials
-        entry["initials"] = initials(
+    else:  # initials: as the form promises, initials, country and occupation (or type)
+        # Precomputed when it was stored: the name itself is sealed (personal.py).
+        entry["initials"] = _get(row, "initials") or initials(
             row["organisation"] if row["kind"] == "organisation" else row["name"]
         )
-        entry["occupation"] = row["occupation"]
         if row["kind"] == "organisation":
             entry["organisation_type"] = row["organisation_type"]
+        else:
+            entry["occupation"] = row["occupation"]
     return entry
+
+
+def _get(row, column: str):
+    try:
+        return row[column]
+    except (KeyError, IndexError):
+        return None

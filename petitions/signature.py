@@ -10,9 +10,17 @@ migration that adds its moves; tests/test_signature.py checks that the two
 agree.
 
     sign ──> pending ──verify──> verified ──reject──> rejected ──restore──> verified
-                 │                  ^                                  └──> pending
-                 └──hold──> held ───┘ approve          (never confirmed: back to pending)
+              │  │                  ^                    │             └──> pending
+              │  └──hold──> held ───┘ approve            │    (never confirmed: back to pending)
+              └──purge──> (deleted)                      └──erase──> erased
     withdraw: from any status but withdrawn; the signer's personal data is erased.
+
+Retention (petitions/retention.py decides when) uses the same moves: `purge`
+deletes a signature never confirmed, with its emails; `erase` takes a rejected
+signature's personal data and makes it final. Anonymising the signatures of a
+closed petition is not a move: they keep their status (and stay counted) and
+lose their personal data in place. Every erasure, withdrawal included, clears
+the same columns: `ERASE_PERSONAL_DATA`.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class Status(StrEnum):
     HELD = "held"  # confirmed, waiting for a moderator
     REJECTED = "rejected"  # refused by a moderator; the data stays, so it can be restored
     WITHDRAWN = "withdrawn"  # taken back by the signer; personal data erased
+    ERASED = "erased"  # rejected long enough ago: personal data erased, for good
 
 
 class Display(StrEnum):
@@ -84,7 +93,8 @@ def counted_sql(column: str = "status") -> str:
 
 @dataclass(frozen=True)
 class Transition:
-    """A move a signature can make: from any of `sources` to one of `targets`."""
+    """A move a signature can make: from any of `sources` to one of `targets` (none:
+    the signature is deleted)."""
 
     name: str
     sources: frozenset[Status]
@@ -115,6 +125,9 @@ TRANSITIONS: dict[str, Transition] = {
         # an unconfirmed signature must never count.
         _move("restore", {S.REJECTED}, {S.VERIFIED, S.PENDING}, True, "Restore (as before)"),
         _move("withdraw", set(Status) - {S.WITHDRAWN}, {S.WITHDRAWN}),
+        # Retention: a signature never confirmed is deleted; a rejected one, erased.
+        _move("purge", {S.PENDING}, set()),
+        _move("erase", {S.REJECTED}, {S.ERASED}),
     )
 }
 MODERATOR_ACTIONS = tuple(t for t in TRANSITIONS.values() if t.by_moderator)
@@ -142,52 +155,79 @@ class SignatureState:
     status: str
     slug: str
     changed: bool = False
+    kind: str | None = None
 
 
 _STATE = """
-SELECT s.status, p.slug FROM signatures s JOIN petitions p ON p.id = s.petition_id
+SELECT s.status, p.slug, s.kind FROM signatures s JOIN petitions p ON p.id = s.petition_id
  WHERE s.public_id = $1
 """
 
 
 async def signature_state(conn: asyncpg.Connection, public_id: uuid.UUID) -> SignatureState | None:
     row = await conn.fetchrow(_STATE, public_id)
-    return SignatureState(row["status"], row["slug"]) if row else None
+    return SignatureState(row["status"], row["slug"], kind=row["kind"]) if row else None
 
 
-# verify or hold: a pending signature of a petition that still takes signatures.
+# Another signature already counts for the organisation of signature `s`.
+ORGANISATION_ALREADY_COUNTED = f"""EXISTS (
+    SELECT 1 FROM signatures o
+     WHERE o.petition_id = s.petition_id AND o.kind = '{Kind.ORGANISATION}'
+       AND o.organisation_hash = s.organisation_hash AND {counted_sql("o.status")}
+       AND o.id <> s.id)"""
+
+# verify or hold: a pending signature of a petition that still takes signatures. An
+# organisation is held when the petition wants organisations moderated, and when
+# its organisation already counts (a second person signing for it: docs/signing.md);
+# $3 holds it in any case (confirming lost a race with another signature for it).
 _CONFIRM = f"""
 UPDATE signatures s
-   SET status = CASE WHEN s.kind = '{Kind.ORGANISATION}' AND p.moderate_organisations
+   SET status = CASE WHEN s.kind = '{Kind.ORGANISATION}'
+                          AND (p.moderate_organisations OR $3 OR {ORGANISATION_ALREADY_COUNTED})
                      THEN '{Status.HELD}' ELSE '{Status.VERIFIED}' END,
        verified_at = now(), updated_at = now()
   FROM petitions p
  WHERE p.id = s.petition_id AND s.public_id = $1 AND s.status = ANY($2::text[])
    AND {TAKES_SIGNATURES_SQL}
-RETURNING s.status, p.slug
+RETURNING s.status, p.slug, s.kind
 """
 
 
 async def confirm(conn: asyncpg.Connection, public_id: uuid.UUID) -> SignatureState | None:
     """The signer opened their link: verify, or hold for a moderator (idempotent).
 
-    None when no such signature exists."""
+    None when no such signature exists. Two people confirming signatures for one
+    organisation at the same moment: the unique index lets one count, and the
+    other, refused by it, is held instead (never a 500)."""
     pending = sorted(set(_sources("verify")) | set(_sources("hold")))
-    row = await conn.fetchrow(_CONFIRM, public_id, pending)
+    try:
+        if conn.is_in_transaction():
+            async with conn.transaction():  # a savepoint: the caller's work survives
+                row = await conn.fetchrow(_CONFIRM, public_id, pending, False)
+        else:
+            row = await conn.fetchrow(_CONFIRM, public_id, pending, False)
+    except asyncpg.UniqueViolationError:
+        row = await conn.fetchrow(_CONFIRM, public_id, pending, True)
     if row is not None:
-        return SignatureState(row["status"], row["slug"], changed=True)
+        return SignatureState(row["status"], row["slug"], changed=True, kind=row["kind"])
     return await signature_state(conn, public_id)
 
 
-# Withdrawal erases the signer's personal data; what stays is what the counts and
-# their history need (kind, country, display choice, dates, statement version, ref).
+# The one definition of erasing a signer's personal data (withdrawal, retention):
+# what stays is what the counts and their history need (kind, country, display
+# choice, dates, statement version, ref). A SET list for `UPDATE signatures s`.
+ERASE_PERSONAL_DATA = """
+           name = NULL, email = NULL, email_hash = NULL, city = NULL, occupation = NULL,
+           organisation = NULL, organisation_type = NULL, website = NULL, members = NULL,
+           comment = NULL, network_hash = NULL, updates = false, erased_at = now(),
+           sealed = NULL, organisation_hash = NULL, search_hashes = NULL, initials = NULL"""
+
+# Withdrawal erases the signer's personal data.
 _WITHDRAW = f"""
 WITH withdrawn AS (
     UPDATE signatures s
        SET status = '{Status.WITHDRAWN}', withdrawn_at = now(), updated_at = now(),
-           name = NULL, email = NULL, email_hash = NULL, city = NULL, occupation = NULL,
-           organisation = NULL, organisation_type = NULL, website = NULL, members = NULL,
-           comment = NULL, network_hash = NULL, updates = false
+           {ERASE_PERSONAL_DATA}
      WHERE s.public_id = $1 AND s.status = ANY($2::text[])
     RETURNING s.id, s.petition_id
 ), forget_mail AS (
@@ -204,6 +244,14 @@ async def withdraw(conn: asyncpg.Connection, public_id: uuid.UUID) -> SignatureS
         return SignatureState(Status.WITHDRAWN, slug, changed=True)
     return await signature_state(conn, public_id)
 
+
+# An organisation counts once: a held (or rejected) signature of an organisation that
+# already counts stays where it is rather than being counted a second time.
+_MODERATOR_CONDITIONS = {
+    "approve": f"AND NOT (s.kind = '{Kind.ORGANISATION}' AND {ORGANISATION_ALREADY_COUNTED})",
+    "restore": f"""AND NOT (s.kind = '{Kind.ORGANISATION}' AND s.verified_at IS NOT NULL
+                         AND {ORGANISATION_ALREADY_COUNTED})""",
+}
 
 # What each moderator action sets; the WHERE clause comes from the transition table.
 _MODERATOR_SETS = {
@@ -228,8 +276,9 @@ async def moderate(
         raise ValueError(f"{action} is not a moderator's action")
     statement = f"""
     WITH target AS (
-        SELECT id, status FROM signatures
+        SELECT id, status FROM signatures s
          WHERE petition_id = $1 AND id = ANY($2::bigint[]) AND status = ANY($3::text[])
+           {_MODERATOR_CONDITIONS.get(action, "")}
          ORDER BY id
            FOR UPDATE
     ), changed AS (
@@ -244,12 +293,101 @@ async def moderate(
       FROM changed
     RETURNING signature_id
     """
-    changed = await conn.fetch(
-        statement,
-        petition_id,
-        list(signature_ids),
-        _sources(action),
-        admin_id,
-        f"signature.{action}",
-    )
+    arguments = (
+        petition_id, list(signature_ids), _sources(action), admin_id, f"signature.{action}",
+    )  # fmt: skip
+    try:
+        if conn.is_in_transaction():
+            async with conn.transaction():  # a savepoint: the caller's work survives
+                changed = await conn.fetch(statement, *arguments)
+        else:
+            changed = await conn.fetch(statement, *arguments)
+    except asyncpg.UniqueViolationError:
+        # Two signatures of one organisation approved together: only one may
+        # count. Nothing changed; the moderator approves them one at a time.
+        return 0
     return len(changed)
+
+
+# Retention moves (petitions/retention.py says when) ---------------------------
+#
+# Each takes at most `limit` signatures whose time has come, oldest first, skips
+# any that another transaction holds (a signer confirming at that moment, another
+# process's retention pass), makes its move with their emails forgotten, and says
+# how many it moved. The callers loop until a batch comes back short.
+
+
+def _in_sources(name: str, column: str = "status") -> str:
+    """`column` holds a status `name` moves from, as literals (partial indexes match them)."""
+    return f"{column} IN ({', '.join(repr(s) for s in _sources(name))})"
+
+
+def _due_with_mail_forgotten(where: str, oldest_first: str) -> str:
+    """The start of a retention move: `due`, at most $2 signatures matching `where`,
+    oldest first and locked (skipping locked ones), with their emails deleted."""
+    return f"""
+WITH due AS (
+    SELECT id FROM signatures
+     WHERE {where}
+     ORDER BY {oldest_first}
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), forget_mail AS (
+    DELETE FROM outbox o USING due WHERE o.signature_id = due.id
+)
+"""
+
+
+_PURGE_UNCONFIRMED = (
+    _due_with_mail_forgotten(f"{_in_sources('purge')} AND created_at < $1", "created_at")
+    + "DELETE FROM signatures s USING due WHERE s.id = due.id"
+)
+
+
+async def purge_unconfirmed(conn: asyncpg.Connection, signed_before, limit: int) -> int:
+    """Delete signatures never confirmed and signed before `signed_before`, with their
+    emails (the move `purge`)."""
+    return rows_changed(await conn.execute(_PURGE_UNCONFIRMED, signed_before, limit))
+
+
+_ERASE_REJECTED = _due_with_mail_forgotten(
+    f"{_in_sources('erase')} AND rejected_at < $1", "rejected_at"
+) + (
+    f"""
+UPDATE signatures s
+   SET status = '{Status.ERASED}', updated_at = now(), {ERASE_PERSONAL_DATA}
+  FROM due
+ WHERE s.id = due.id
+"""
+)
+
+
+async def erase_rejected(conn: asyncpg.Connection, rejected_before, limit: int) -> int:
+    """Erase signatures rejected before `rejected_before` (the move `erase`): they can
+    no longer be restored, and keep only what the counts need."""
+    return rows_changed(await conn.execute(_ERASE_REJECTED, rejected_before, limit))
+
+
+# A rejected signature is erased by its own move; every other keeps its status, so
+# a counted signature stays counted, now anonymous and with nothing to list it by.
+_ANONYMISE = _due_with_mail_forgotten("petition_id = $1 AND erased_at IS NULL", "id") + (
+    f"""
+UPDATE signatures s
+   SET status = CASE WHEN {_in_sources("erase", "s.status")} THEN '{Status.ERASED}'
+                     ELSE s.status END,
+       display = '{Display.ANONYMOUS}', updated_at = now(), {ERASE_PERSONAL_DATA}
+  FROM due
+ WHERE s.id = due.id
+"""
+)
+
+
+async def anonymise_signatures(conn: asyncpg.Connection, petition_id: int, limit: int) -> int:
+    """Erase the personal data of up to `limit` signatures of a petition, in place:
+    they keep their status (rejected ones are erased) and counted ones stay counted."""
+    return rows_changed(await conn.execute(_ANONYMISE, petition_id, limit))
+
+
+def rows_changed(command_tag: str) -> int:
+    """The number of rows of a command tag such as 'UPDATE 12' or 'DELETE 3'."""
+    return int(command_tag.rsplit(" ", 1)[-1])

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from databases import Database
 
 from .clients import client_network
+from .crypto import ENCRYPTED_FIELDS
 from .db import raw_connection
 from .fields import FieldReader
-from .keys import email_hash, network_hash
-from .mail import Mailer
+from .keys import network_hash
+from .mail import MAX_SUBJECT, Mailer, bounded
+from .personal import personal_of, stored_columns
 from .petitions import TAKES_SIGNATURES_SQL, Petition
 from .signature import (
     INITIAL_STATUS,
@@ -54,6 +56,10 @@ class Signer:
     updates: bool
     ref: str | None
 
+    def personal(self) -> dict:
+        """The personal fields, as they are sealed (crypto.ENCRYPTED_FIELDS)."""
+        return {field: getattr(self, field) for field in ENCRYPTED_FIELDS}
+
 
 def parse_sign_form(form: Mapping[str, str], petition: Petition) -> Signer:
     """Validate every field; raise FieldErrors with a message per bad field."""
@@ -68,7 +74,7 @@ def parse_sign_form(form: Mapping[str, str], petition: Petition) -> Signer:
         read.fail("kind", "This petition is signed by individuals only.")
     is_org = kind == Kind.ORGANISATION
 
-    name = read.text("name", "Your name", 200, required=True)
+    name = read.text("name", "Your name", 200, required=True, visible_only=True)
     email = read.email("email", "Your email is required: we send a link to confirm your signature.")
     country = read.country("country", "Choose a country from the list.", required=True)
     city = read.text("city", "City", 100)
@@ -77,7 +83,9 @@ def parse_sign_form(form: Mapping[str, str], petition: Petition) -> Signer:
 
     organisation = organisation_type = website = members = None
     if is_org:
-        organisation = read.text("organisation", "Organisation", 300, required=True)
+        organisation = read.text(
+            "organisation", "Organisation", 300, required=True, visible_only=True
+        )
         organisation_type = read.choice(
             "organisation_type", "", list(OrganisationType),
             message="Choose the type of organisation.",
@@ -129,23 +137,40 @@ def _members(read: FieldReader) -> int | None:
 
 # Storing a signature --------------------------------------------------------
 
+# One statement, whatever happens. A new signature is stored, pending, with its
+# confirmation email. When the email already signed (for an organisation: the
+# same email for the same organisation), the unique index refuses the row and the
+# same statement queues a small `sign_reminders` row instead: the outbox worker
+# reminds the existing signer later, off the request path. Both answers do the
+# same work before the statement (composing and sealing the email), and the
+# statement writes in both cases (the reminder request is an upsert: one row per
+# signer, written again each time), so both commit to disk: their timings differ
+# by a fraction of a millisecond, within their spread (tests/test_no_oracle.py).
 _INSERT_SIGNATURE = f"""
-WITH new_signature AS (
-    INSERT INTO signatures (status, public_id, petition_id, version_id, kind, display, name,
-                            email, email_hash, country, city, occupation, organisation,
-                            organisation_type, website, members, comment, updates, language,
-                            ref, network_hash)
-    SELECT '{INITIAL_STATUS}', $1, p.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-           $19, $20
-      FROM petitions p
-     WHERE p.id = $2 AND {TAKES_SIGNATURES_SQL}
+WITH open_petition AS (
+    SELECT p.id FROM petitions p WHERE p.id = $2 AND {TAKES_SIGNATURES_SQL}
+), new_signature AS (
+    INSERT INTO signatures (status, public_id, petition_id, version_id, kind, display,
+                            sealed, email_hash, organisation_hash, search_hashes, initials,
+                            name, city, occupation, organisation, organisation_type, website,
+                            members, comment, country, updates, language, ref, network_hash)
+    SELECT '{INITIAL_STATUS}', $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+           $15, $16, $17, $18, $19, $20, $21, $22, $23
+      FROM open_petition
     ON CONFLICT DO NOTHING
     RETURNING id
+), verification AS (
+    INSERT INTO outbox (purpose, subject, sealed, message_id, signature_id)
+    SELECT 'verification', $24, $25, $26, id FROM new_signature
+    RETURNING signature_id
+), reminder AS (
+    INSERT INTO sign_reminders (petition_id, kind, email_hash, organisation_hash)
+    SELECT id, $4, $7, $8 FROM open_petition WHERE NOT EXISTS (SELECT 1 FROM new_signature)
+    ON CONFLICT (petition_id, kind, email_hash, organisation_hash)
+        DO UPDATE SET created_at = excluded.created_at  -- a write either way: same commit
 )
-INSERT INTO outbox (purpose, recipient, subject, body_text, body_html, headers, message_id,
-                    signature_id)
-SELECT 'verification', $7, $21, $22, $23, '{{}}', $24, id FROM new_signature
-RETURNING signature_id
+SELECT (SELECT count(*) FROM verification) AS stored,
+       (SELECT count(*) FROM open_petition) AS open
 """
 
 
@@ -165,72 +190,96 @@ async def submit_signature(
 ) -> SignResult:
     """Store a pending signature and its confirmation email in one statement.
 
-    An email (or organisation) that already signed gets a reminder instead; the
-    caller answers the same way in every case, so nobody learns who signed.
+    An email (or, for an organisation, the same email for the same organisation)
+    that already signed gets a reminder instead, queued by the same statement and
+    sent by the outbox worker; the caller answers the same way in every case, so
+    nobody learns who signed. A second person signing for an organisation that
+    already signed is stored like any new signature (and held for a moderator
+    when confirmed: signature.confirm).
     """
     public_id = uuid.uuid4()
     secret = mailer.settings.secret_key
-    hashed_email = email_hash(secret, signer.email)
     network = client_network(client_address)
     message = mailer.verification(petition, signer.name, signer.email, public_id)
+    stored = stored_columns(
+        mailer.cipher, secret, public_id, signer.kind, signer.display, signer.country,
+        signer.personal(),
+    )  # fmt: skip
+    sealed_message = mailer.seal(message)
     async with raw_connection(db) as conn:
-        stored = await conn.fetchval(
+        row = await conn.fetchrow(
             _INSERT_SIGNATURE,
             public_id, petition.id, petition.version_id, signer.kind, signer.display,
-            signer.name, signer.email, hashed_email, signer.country, signer.city,
-            signer.occupation, signer.organisation, signer.organisation_type, signer.website,
-            signer.members, signer.comment, signer.updates, petition.language, signer.ref,
+            stored["sealed"], stored["email_hash"], stored["organisation_hash"],
+            stored["search_hashes"], stored["initials"], stored["name"], stored["city"],
+            stored["occupation"], stored["organisation"], stored["organisation_type"],
+            stored["website"], stored["members"], stored["comment"], signer.country,
+            signer.updates, petition.language, signer.ref,
             network_hash(secret, network) if network else None,
-            message.subject, message.text, message.html, message.message_id,
+            bounded(message.subject, MAX_SUBJECT), sealed_message, message.message_id,
         )  # fmt: skip
-        if stored is not None:
-            return SignResult("stored")
-        if not petition.accepts_signatures:
-            return SignResult("closed")
-        await _remind_existing_signer(conn, mailer, petition, signer, hashed_email)
-    return SignResult("existing")
+    if row["stored"]:
+        return SignResult("stored")
+    if row["open"]:
+        return SignResult("existing")
+    return SignResult("closed")
 
-
-_FIND_EXISTING = f"""
-SELECT id, public_id, status, name, email_hash = $3 AS same_email
-  FROM signatures
- WHERE petition_id = $1
-   AND ((kind = '{Kind.INDIVIDUAL}' AND $2 = '{Kind.INDIVIDUAL}' AND email_hash = $3)
-        OR (kind = '{Kind.ORGANISATION}' AND $2 = '{Kind.ORGANISATION}'
-            AND organisation_key = organisation_key($4)
-            AND country = $5))
-"""
 
 REMINDER_INTERVAL = "1 hour"
+REMINDER_BATCH = 50
+
+# Requests to remind an existing signer, oldest first; rows another worker holds
+# are skipped. Deleted as they are taken: a crash before the commit leaves them.
+_TAKE_REMINDERS = """
+DELETE FROM sign_reminders r
+ WHERE r.id IN (SELECT id FROM sign_reminders ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING r.petition_id, r.kind, r.email_hash, r.organisation_hash
+"""
+
+_FIND_EXISTING = f"""
+SELECT id, public_id, status, sealed, name, email
+  FROM signatures
+ WHERE petition_id = $1 AND kind = $2 AND email_hash = $3
+   AND (kind = '{Kind.INDIVIDUAL}' OR organisation_hash = $4)
+"""
 
 
-async def _remind_existing_signer(conn, mailer: Mailer, petition: Petition, signer: Signer, hashed):
-    """Mail the existing signer their links, at most once an hour per signature."""
-    async with conn.transaction():
-        existing = await conn.fetchrow(
-            _FIND_EXISTING, petition.id, signer.kind, hashed, signer.organisation, signer.country
-        )
-        if existing is None:
-            return  # withdrawn meanwhile, or the petition closed
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", existing["id"])
-        recent = await conn.fetchval(
-            f"""SELECT 1 FROM outbox WHERE signature_id = $1 AND purpose = 'reminder'
-                 AND created_at > now() - interval '{REMINDER_INTERVAL}'""",
-            existing["id"],
-        )
-        if recent:
-            return
-        if existing["same_email"]:
-            message = mailer.reminder(
-                petition, existing["name"], signer.email, existing["public_id"], existing["status"]
-            )
-        else:
-            # Someone else signed for this organisation: tell this person, but send
-            # no link that would act on the other person's signature.
-            message = mailer.organisation_already_signed(
-                petition, signer.name, signer.email, signer.organisation
-            )
-        await mailer.enqueue(conn, message, "reminder", existing["id"])
+async def process_sign_reminders(db: Database, mailer: Mailer, batch: int = REMINDER_BATCH) -> int:
+    """Turn queued reminder requests into reminders to the existing signers (at most
+    one an hour per signature); return how many requests were taken."""
+    async with raw_connection(db) as conn, conn.transaction():
+        requests = await conn.fetch(_TAKE_REMINDERS, batch)
+        for request in requests:
+            await _remind_existing_signer(conn, mailer, request)
+    return len(requests)
+
+
+async def _remind_existing_signer(conn, mailer: Mailer, request) -> None:
+    existing = await conn.fetchrow(
+        _FIND_EXISTING,
+        request["petition_id"], request["kind"], request["email_hash"],
+        request["organisation_hash"],
+    )  # fmt: skip
+    if existing is None:
+        return  # withdrawn (or purged) meanwhile
+    # One reminder an hour per signature, however many workers take requests for it.
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", existing["id"])
+    recent = await conn.fetchval(
+        f"""SELECT 1 FROM outbox WHERE signature_id = $1 AND purpose = 'reminder'
+             AND created_at > now() - interval '{REMINDER_INTERVAL}'""",
+        existing["id"],
+    )
+    if recent:
+        return
+    personal = personal_of(mailer.cipher, existing)
+    if not personal["email"]:
+        return  # its personal data is gone: nobody to remind
+    petition = await mailer.petition_for_mail(conn, request["petition_id"])
+    message = mailer.reminder(
+        petition, personal["name"] or "", personal["email"], existing["public_id"],
+        existing["status"],
+    )  # fmt: skip
+    await mailer.enqueue(conn, message, "reminder", existing["id"])
 
 
 # Verification, withdrawal, unsubscribing --------------------------------------------
@@ -282,7 +331,7 @@ async def resend_verification(db: Database, mailer: Mailer, public_id: uuid.UUID
     """Send a fresh confirmation link for a still-pending signature (at most hourly)."""
     async with raw_connection(db) as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT id, petition_id, name, email FROM signatures "
+            "SELECT id, public_id, petition_id, sealed, name, email FROM signatures "
             "WHERE public_id = $1 AND status = $2 FOR UPDATE",
             public_id,
             Status.PENDING,
@@ -298,7 +347,12 @@ async def resend_verification(db: Database, mailer: Mailer, public_id: uuid.UUID
         )
         if recent:
             return True
+        personal = personal_of(mailer.cipher, row)
+        if not personal["email"]:
+            return False
         petition = await mailer.petition_for_mail(conn, row["petition_id"])
-        message = mailer.verification(petition, row["name"], row["email"], public_id)
+        message = mailer.verification(
+            petition, personal["name"] or "", personal["email"], public_id
+        )
         await mailer.enqueue(conn, message, "verification", row["id"])
     return True

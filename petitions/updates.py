@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from email.utils import make_msgid
 
 from databases import Database
 
@@ -23,32 +24,31 @@ from . import audit
 from .db import raw_connection
 from .fields import FieldReader
 from .keys import derive_key
-from .mail import Mailer
+from .mail import MAX_SUBJECT as MAX_MAIL_SUBJECT
+from .mail import Mailer, bounded, seal_outbox
+from .personal import personal_of
 from .petitions import Petition
 
 MAX_SUBJECT = 200
 MAX_BODY = 50_000
 BATCH = 5_000  # recipients per INSERT; their tokens are signed in a worker thread meanwhile
 
+# One per person: signatures with the same email (its keyed hash) are one recipient.
 _RECIPIENTS = """
-SELECT DISTINCT ON (email) id, public_id
+SELECT DISTINCT ON (email_hash) id, public_id, sealed, email
   FROM signatures
- WHERE petition_id = $1 AND status = 'verified' AND updates AND email IS NOT NULL
- ORDER BY email, id
+ WHERE petition_id = $1 AND status = 'verified' AND updates AND email_hash IS NOT NULL
+ ORDER BY email_hash, id
 """
 
+# Each copy's recipient, bodies and headers (with the signer's own unsubscribe
+# link) are sealed in Python (mail.seal_outbox), a batch at a time.
 _QUEUE_BATCH = """
-INSERT INTO outbox (purpose, recipient, subject, body_text, body_html, headers, message_id,
-                    signature_id, update_id)
-SELECT 'update', s.email, $3,
-       replace($4, $6, t.token), replace($5, $6, t.token),
-       jsonb_build_object('List-Unsubscribe', '<' || $7 || t.token || '>',
-                          'List-Unsubscribe-Post', 'List-Unsubscribe=One-Click'),
-       '<' || gen_random_uuid()::text || '@' || $8 || '>',
-       s.id, $2
-  FROM unnest($1::bigint[], $9::text[]) AS t(id, token)
+INSERT INTO outbox (purpose, subject, sealed, message_id, signature_id, update_id)
+SELECT 'update', $3, t.sealed, t.message_id, s.id, $2
+  FROM unnest($1::bigint[], $4::bytea[], $5::text[]) AS t(id, sealed, message_id)
   JOIN signatures s ON s.id = t.id
- WHERE s.status = 'verified' AND s.updates AND s.email IS NOT NULL
+ WHERE s.status = 'verified' AND s.updates AND s.email_hash IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
@@ -133,9 +133,29 @@ async def send_update(
         petition, "nobody@example.org", draft.subject, draft.body, unsubscribe_base + placeholder
     )
     tokens = mailer.tokens
+    cipher = mailer.cipher
+    subject = bounded(draft.subject, MAX_MAIL_SUBJECT)
 
-    def sign(public_ids: list) -> list[str]:
-        return [tokens.signature_link("unsubscribe", public_id) for public_id in public_ids]
+    def seal(batch: list) -> tuple[list[int], list[bytes], list[str]]:
+        """Each recipient's copy, sealed (in a worker thread: tokens and AES-GCM)."""
+        ids, sealed, message_ids = [], [], []
+        for row in batch:
+            email = personal_of(cipher, row)["email"]
+            if not email:
+                continue
+            token = tokens.signature_link("unsubscribe", row["public_id"])
+            url = unsubscribe_base + token
+            headers = {
+                "List-Unsubscribe": f"<{url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
+            ids.append(row["id"])
+            sealed.append(seal_outbox(
+                cipher, email, template.text.replace(placeholder, token),
+                template.html.replace(placeholder, token), headers,
+            ))  # fmt: skip
+            message_ids.append(make_msgid(domain=mailer.message_id_domain))
+        return ids, sealed, message_ids
 
     async with raw_connection(db) as conn, conn.transaction():
         # One send at a time per petition, so a double click cannot send twice.
@@ -160,13 +180,8 @@ async def send_update(
         queued = 0
         cursor = await conn.cursor(_RECIPIENTS, petition.id)
         while batch := await cursor.fetch(BATCH):
-            ids = [r["id"] for r in batch]
-            signed = await asyncio.to_thread(sign, [r["public_id"] for r in batch])
-            status = await conn.execute(
-                _QUEUE_BATCH,
-                ids, update_id, draft.subject, template.text, template.html, placeholder,
-                unsubscribe_base, mailer.message_id_domain, signed,
-            )  # fmt: skip
+            ids, sealed, message_ids = await asyncio.to_thread(seal, batch)
+            status = await conn.execute(_QUEUE_BATCH, ids, update_id, subject, sealed, message_ids)
             queued += int(status.rsplit(" ", 1)[1])
         await audit.record(
             conn, admin_id, "update.send", petition_id=petition.id,

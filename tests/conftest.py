@@ -26,9 +26,12 @@ import httpx
 import pytest
 
 from petitions.app import create_app
+from petitions.crypto import ENCRYPTED_FIELDS, make_cipher
 from petitions.db import asyncpg_dsn, start_embedded_server, with_database_name
-from petitions.keys import email_hash, normalise_email
+from petitions.keys import normalise_email
+from petitions.mail import open_outbox
 from petitions.migrations import migrate
+from petitions.personal import personal_of, stored_columns
 from petitions.petitions import StatementText, create_petition
 from petitions.settings import load_settings
 
@@ -192,23 +195,30 @@ async def add_signature(
     verified_at=None,
     **fields,
 ) -> dict:
-    """Insert a signature directly (what the signing flow stores) and return its row."""
+    """Insert a signature directly (what the signing flow stores: the personal fields
+    sealed, the clear columns the display choice publishes, the keyed hashes) and
+    return its row, with the personal fields it was given."""
     email = normalise_email(email or f"{secrets.token_hex(6)}@example.org")
     if kind == "organisation":
         fields.setdefault("organisation", f"Union {secrets.token_hex(4)}")
         fields.setdefault("organisation_type", "trade_union")
     if status == "verified" and verified_at is None:
         verified_at = datetime.now(UTC)
+    personal = {field: fields.pop(field, None) for field in ENCRYPTED_FIELDS}
+    personal.update(name=name or f"Signer {secrets.token_hex(3)}", email=email)
+    public_id = fields.pop("public_id", None) or uuid.uuid4()
+    stored = stored_columns(CIPHER, SECRET, public_id, kind, display, country, personal)
+    if kind != "organisation":  # what the schema must refuse, stored where it can see it
+        stored.update({f: personal[f] for f in ORGANISATION_FIELDS if personal[f] is not None})
     columns = {
+        "public_id": public_id,
         "petition_id": petition_id,
         "kind": kind,
         "status": status,
         "display": display,
-        "name": name or f"Signer {secrets.token_hex(3)}",
-        "email": email,
-        "email_hash": email_hash(SECRET, email),
         "country": country,
         "verified_at": verified_at,
+        **stored,
         **fields,
     }
     names = ", ".join(columns)
@@ -216,7 +226,24 @@ async def add_signature(
     row = await conn.fetchrow(
         f"INSERT INTO signatures ({names}) VALUES ({params}) RETURNING *", *columns.values()
     )
-    return dict(row)
+    return {**dict(row), **personal}
+
+
+ORGANISATION_FIELDS = ("organisation", "organisation_type", "website", "members")
+# The data key the test settings give (DATA_KEY unset: derived from SECRET).
+CIPHER = make_cipher(SECRET)
+
+
+async def opened_signatures(conn, where: str = "TRUE", *args) -> list[dict]:
+    """Signature rows with their personal fields opened from the sealed blob."""
+    rows = await conn.fetch(f"SELECT * FROM signatures WHERE {where} ORDER BY id", *args)
+    return [{**dict(r), **personal_of(CIPHER, r)} for r in rows]
+
+
+async def opened_outbox(conn, where: str = "TRUE", *args) -> list[dict]:
+    """Outbox rows with recipient, bodies and headers opened from the sealed blob."""
+    rows = await conn.fetch(f"SELECT * FROM outbox WHERE {where} ORDER BY id", *args)
+    return [{**dict(r), **open_outbox(CIPHER, r)} for r in rows]
 
 
 async def wait_until(condition, seconds: float = 10.0, interval: float = 0.02, what: str = ""):

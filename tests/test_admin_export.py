@@ -13,11 +13,12 @@ from http.cookies import SimpleCookie
 import pytest
 
 from admin_support import admin_client
-from conftest import SECRET, add_signature, make_petition, wait_until
+from conftest import CIPHER, SECRET, add_signature, make_petition, wait_until
 from petitions import export
 from petitions.cli import main
 from petitions.demo import add_generated_signatures
 from petitions.export import HEADER, ExportFilter, stream_csv
+from petitions.sealing import seal_clear_rows
 
 URL = "/admin/petitions/release-them/export.csv"
 
@@ -127,6 +128,9 @@ async def test_export_of_100000_rows_streams_in_bounded_memory(app, conn, db_url
     await make_petition(conn)
     added = await add_generated_signatures(db_url, SECRET, "release-them", 100_000)
     assert added == 100_000
+    # Bulk-loaded in clear, then sealed as at start: the export opens every row.
+    sealed = await seal_clear_rows(conn, CIPHER, SECRET)
+    assert sealed.signatures == 100_000
     pid = await conn.fetchval("SELECT id FROM petitions")
     await add_signature(conn, pid, name="Ἀριστοτέλης Ὀνάσης", country="GR")
     await add_signature(conn, pid, name="فاطمه کارگر", comment="همبستگی\nبا کارگران", country="IR")
@@ -183,8 +187,10 @@ async def test_export_of_100000_rows_streams_in_bounded_memory(app, conn, db_url
 
 
 async def copies_running(conn) -> int:
+    """Exports still reading (a COPY, or the export's cursor in its open transaction)."""
     return await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%' AND state = 'active'"
+        "SELECT count(*) FROM pg_stat_activity WHERE (query LIKE 'COPY (SELECT%' AND state = 'active')"
+        " OR (query LIKE '/* petitions export */%' AND state <> 'idle')"
     )
 
 
@@ -193,7 +199,7 @@ async def test_a_client_that_goes_away_or_stalls_stops_the_copy(app, conn, db_ur
     await add_generated_signatures(db_url, SECRET, "release-them", 10_000)
     pid = await conn.fetchval("SELECT id FROM petitions")
 
-    chunks = stream_csv(app.state.db, pid, ExportFilter(status=None))
+    chunks = stream_csv(app.state.db, pid, ExportFilter(status=None), cipher=app.state.cipher)
     first = await anext(chunks)
     assert first.startswith(b"public_id,status,")
     await chunks.aclose()  # what Starlette does when the client disconnects
@@ -203,8 +209,9 @@ async def test_a_client_that_goes_away_or_stalls_stops_the_copy(app, conn, db_ur
 
     # A reader that stops reading is given up, and its connection freed.
     monkeypatch.setattr(export, "STALLED_READER_SECONDS", 0.2)
-    chunks = stream_csv(app.state.db, pid, ExportFilter(status=None))
+    chunks = stream_csv(app.state.db, pid, ExportFilter(status=None), cipher=app.state.cipher)
     await anext(chunks)  # ...and no more: the COPY waits on this reader until it gives up
+    assert await copies_running(conn) == 1  # (the helper sees an export while it waits)
 
     async def copy_given_up():
         return await copies_running(conn) == 0

@@ -7,7 +7,7 @@ import re
 from urllib.parse import urlsplit
 
 from admin_support import admin_client
-from conftest import add_signature, make_petition
+from conftest import add_signature, make_petition, opened_outbox
 from petitions.delivery import deliver_due
 
 URL = "/admin/petitions/release-them/updates"
@@ -61,7 +61,7 @@ async def test_an_update_reaches_each_consenting_verified_signer_once(
             test.status_code == 200
             and "A test copy is on its way to editor@example.org" in test.text
         )
-        row = await conn.fetchrow("SELECT * FROM outbox")
+        [row] = await opened_outbox(conn)  # recipient and bodies are sealed
         assert (row["purpose"], row["recipient"], row["subject"]) == (
             "test", "editor@example.org", "[Test] The workers are free",
         )  # fmt: skip
@@ -90,7 +90,7 @@ async def test_an_update_reaches_each_consenting_verified_signer_once(
         listing = await editor.get(URL)
         assert "The workers are free" in listing.text
 
-    rows = await conn.fetch("SELECT * FROM outbox WHERE purpose = 'update' ORDER BY recipient")
+    rows = sorted(await opened_outbox(conn, "purpose = 'update'"), key=lambda r: r["recipient"])
     assert [r["recipient"] for r in rows] == ["secretary@union.example", "wants@example.org"]
     update_id = await conn.fetchval("SELECT id FROM petition_updates")
     assert {r["update_id"] for r in rows} == {update_id}
@@ -135,9 +135,7 @@ async def test_an_update_reaches_each_consenting_verified_signer_once(
             URL, {**second, "action": "send", "confirmation": confirmation_of(preview.text)}
         )
         assert sent.status_code == 303
-    recipients = await conn.fetch(
-        "SELECT recipient FROM outbox WHERE update_id = (SELECT max(id) FROM petition_updates)"
-    )
+    recipients = await opened_outbox(conn, "update_id = (SELECT max(id) FROM petition_updates)")
     assert [r["recipient"] for r in recipients] == ["secretary@union.example"]
 
 

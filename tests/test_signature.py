@@ -133,3 +133,25 @@ async def test_moderating_a_signature_the_action_does_not_fit_changes_nothing(co
     )
     with pytest.raises(ValueError):
         await signature.moderate(conn, petition_id, None, "withdraw", [pending["id"]])
+
+
+def test_the_retention_moves():
+    """Retention's moves (petitions/retention.py): a signature never confirmed is
+    deleted; a rejected one is erased, for good but for a withdrawal."""
+    purge, erase = TRANSITIONS["purge"], TRANSITIONS["erase"]
+    assert purge.sources == {Status.PENDING} and purge.targets == frozenset()
+    assert erase.sources == {Status.REJECTED} and erase.targets == {Status.ERASED}
+    assert not purge.by_moderator and not erase.by_moderator
+    assert Status.ERASED not in COUNTED
+    moves = allowed_moves()
+    assert {b for a, b in moves if a == Status.ERASED} == {Status.WITHDRAWN}
+    assert {a for a, b in moves if b == Status.ERASED} == {Status.REJECTED}
+
+
+async def test_the_database_refuses_to_bring_back_an_erased_signature(conn):
+    petition_id = await make_petition(conn)
+    row = await add_signature(conn, petition_id, status="rejected")
+    await conn.execute("UPDATE signatures SET status = 'erased' WHERE id = $1", row["id"])
+    for status in ("verified", "pending", "rejected"):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE signatures SET status = $2 WHERE id = $1", row["id"], status)

@@ -19,4 +19,21 @@
     tabs.hidden = false;
     box.classList.add("is-switching");
   });
+
+  // Display choice guidance: the note on initials and anonymous signatures shows
+  // when a country where signing is dangerous is chosen (without JavaScript it
+  // is always there).
+  document.querySelectorAll("[data-danger-note]").forEach(function (note) {
+    var form = note.closest("form");
+    var select = form && form.querySelector("select[name=country]");
+    if (!select) return;
+    var countries = (note.getAttribute("data-countries") || "").split(" ");
+    function update() {
+      var dangerous = countries.indexOf(select.value) !== -1;
+      note.hidden = !dangerous;
+      note.classList.toggle("is-prominent", dangerous);
+    }
+    select.addEventListener("change", update);
+    update();
+  });
 })();

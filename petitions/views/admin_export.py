@@ -31,7 +31,13 @@ async def export_csv(request: Request) -> Response:
         )  # fmt: skip
     name = file_name(petition.slug, filters, datetime.now(UTC))
     return StreamingResponse(
-        stream_csv(db, petition.id, filters, bom=parse_bom(request.query_params.get("bom"))),
+        stream_csv(
+            db,
+            petition.id,
+            filters,
+            bom=parse_bom(request.query_params.get("bom")),
+            cipher=request.app.state.cipher,
+        ),
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',

@@ -30,7 +30,10 @@ async def moderation(request: Request) -> Response:
     except BadValue as error:
         raise HTTPException(400, str(error)) from None
     db = request.app.state.db
-    rows, next_after = await list_signatures(db, petition.id, filters, after, PAGE_SIZE)
+    rows, next_after = await list_signatures(
+        db, petition.id, filters, after, PAGE_SIZE,
+        cipher=request.app.state.cipher, secret_key=request.app.state.settings.secret_key,
+    )  # fmt: skip
     url = request.url_for("admin_moderation", slug=petition.slug)
     next_url = (
         url.include_query_params(**filters.as_query(), after=next_after) if next_after else None

@@ -46,7 +46,7 @@ async def outbox(request: Request) -> Response:
         after = parse_after(params.get("after"))
     except BadValue as error:
         raise HTTPException(400, str(error)) from None
-    rows, next_after = await list_outbox(db, status, purpose, after)
+    rows, next_after = await list_outbox(db, request.app.state.cipher, status, purpose, after)
     query = {k: v for k, v in (("status", status), ("purpose", purpose)) if v}
     url = request.url_for("admin_outbox")
     return render(
@@ -69,7 +69,7 @@ async def outbox_message(request: Request) -> Response:
     outbox_id = parse_row_id(request.path_params["id"])
     message = None
     if outbox_id is not None:
-        message = await get_message(request.app.state.db, outbox_id)
+        message = await get_message(request.app.state.db, request.app.state.cipher, outbox_id)
     if message is None:
         raise HTTPException(404, "There is no such email in the outbox.")
     return render(request, "outbox_message.html", {"message": message})

@@ -33,7 +33,7 @@ from .admin_base import admin_page, load_petition, notify, render, see_other
 TEXT_FIELDS = ("title", "summary", "target", "body", "demands", "note")
 SETTINGS_FIELDS = (
     "slug", "goal", "closes_at", "accepts_individuals", "accepts_organisations",
-    "moderate_organisations", "default_language",
+    "moderate_organisations", "default_language", "dangerous_countries",
 )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..clients import same_origin
+from ..disclosure import PublicBreakdown, public_breakdown
 from ..petitions import Counts, Petition, get_counts, get_petition, statement_history
 from ..signatories import list_signatories
 
@@ -36,6 +37,12 @@ async def live_counts(request: Request, petition_id: int) -> Counts:
     """Counts from this process's memory (kept fresh by live events)."""
     snapshot = await request.app.state.live.counts.by_id(petition_id)
     return snapshot.counts if snapshot else await get_counts(request.app.state.db, petition_id)
+
+
+def disclosed(request: Request, counts: Counts) -> PublicBreakdown:
+    """What the public may see of these counts by country (PUBLIC_MIN_GROUP applied):
+    every public page, list and filter names countries through this."""
+    return public_breakdown(counts, request.app.state.settings.public_min_group)
 
 
 def posted_from_here(request: Request) -> bool:
@@ -68,10 +75,16 @@ async def render_petition_form(
     and a message per field."""
     db = request.app.state.db
     full_page = template == "petition.html"
+    counts = await live_counts(request, petition.id)
+    breakdown = disclosed(request, counts)
+    latest = []
+    if full_page:
+        latest, _ = await list_signatories(db, petition.id, limit=10, countries=breakdown.named)
     context = {
         "petition": petition,
-        "counts": await live_counts(request, petition.id),
-        "latest": (await list_signatories(db, petition.id, limit=10))[0] if full_page else [],
+        "counts": counts,
+        "breakdown": breakdown,
+        "latest": latest,
         "form": form,
         "errors": errors,
         "form_token": request.app.state.tokens.make("sign-form", petition.slug),

@@ -11,7 +11,7 @@ from ..pagecache import cached_page
 from ..paths import STATIC_DIR
 from ..petitions import list_public_petitions
 from ..signatories import MAX_PAGE_SIZE, Cursor, ListFilter, ListTooSlow, list_signatories
-from .base import live_counts, load_petition, render, render_petition_form
+from .base import disclosed, live_counts, load_petition, render, render_petition_form
 
 PAGE_SIZE = 50
 
@@ -30,11 +30,14 @@ async def petition_page(request: Request) -> Response:
     return await render_petition_form(request, petition, {"ref": ref[:64]}, {}, 200)
 
 
-def _list_request(request: Request) -> tuple[ListFilter, Cursor | None, int]:
+def _list_request(request: Request, petition_id: int) -> tuple[ListFilter, Cursor | None, int]:
     params = request.query_params
+    secret_key = request.app.state.settings.secret_key
     try:
         filters = ListFilter.parse(params)
-        after = Cursor.decode(params["after"]) if params.get("after") else None
+        after = None
+        if params.get("after"):
+            after = Cursor.decode(params["after"], secret_key, petition_id)
         limit_text = params.get("limit", str(PAGE_SIZE))
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE_SIZE:
             raise BadValue(f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}.")
@@ -43,9 +46,16 @@ def _list_request(request: Request) -> tuple[ListFilter, Cursor | None, int]:
     return filters, after, int(limit_text)
 
 
-async def _list(db, petition_id, filters, after, limit):
+def _next_url(request: Request, petition_id: int, cursor: Cursor | None) -> str | None:
+    if cursor is None:
+        return None
+    after = cursor.encode(request.app.state.settings.secret_key, petition_id)
+    return str(request.url.include_query_params(after=after))
+
+
+async def _list(db, petition_id, filters, after, limit, countries):
     try:
-        return await list_signatories(db, petition_id, filters, after, limit)
+        return await list_signatories(db, petition_id, filters, after, limit, countries)
     except ListTooSlow:
         raise HTTPException(
             503, "That search matches too many signatures to list now. Add another word."
@@ -54,22 +64,21 @@ async def _list(db, petition_id, filters, after, limit):
 
 async def signatures_page(request: Request) -> Response:
     petition = await load_petition(request)
-    filters, after, limit = _list_request(request)
+    filters, after, limit = _list_request(request, petition.id)
     db = request.app.state.db
-    entries, next_cursor = await _list(db, petition.id, filters, after, limit)
     counts = await live_counts(request, petition.id)
-    next_url = (
-        str(request.url.include_query_params(after=next_cursor.encode())) if next_cursor else None
-    )
+    breakdown = disclosed(request, counts)
+    entries, next_cursor = await _list(db, petition.id, filters, after, limit, breakdown.named)
     return render(
         request,
         "signatures.html",
         {
             "petition": petition,
             "counts": counts,
+            "breakdown": breakdown,
             "entries": entries,
             "filters": filters,
-            "next_url": next_url,
+            "next_url": _next_url(request, petition.id, next_cursor),
             "first_page_url": str(request.url.remove_query_params("after")) if after else None,
         },
     )
@@ -77,13 +86,13 @@ async def signatures_page(request: Request) -> Response:
 
 async def signatures_json(request: Request) -> Response:
     petition = await load_petition(request)
-    filters, after, limit = _list_request(request)
-    entries, next_cursor = await _list(request.app.state.db, petition.id, filters, after, limit)
-    next_url = (
-        str(request.url.include_query_params(after=next_cursor.encode())) if next_cursor else None
+    filters, after, limit = _list_request(request, petition.id)
+    breakdown = disclosed(request, await live_counts(request, petition.id))
+    entries, next_cursor = await _list(
+        request.app.state.db, petition.id, filters, after, limit, breakdown.named
     )
     return JSONResponse(
-        {"signatures": entries, "next": next_url},
+        {"signatures": entries, "next": _next_url(request, petition.id, next_cursor)},
         headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=5"},
     )
 
