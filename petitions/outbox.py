@@ -66,9 +66,15 @@ _COLUMNS = (
 
 async def status_counts(db: Database) -> dict[str, int]:
     async with raw_connection(db) as conn:
-        rows = await conn.fetch("SELECT status, count(*) AS n FROM outbox GROUP BY status")
+        rows = await conn.fetch(
+            "SELECT status, count(*) AS n,"
+            " count(*) FILTER (WHERE stripped_at IS NULL) AS unstripped"
+            " FROM outbox GROUP BY status"
+        )
     counts = dict.fromkeys(STATUSES, 0)
     counts.update({r["status"]: r["n"] for r in rows})
+    # A failed email stripped by retention has no recipient left to retry.
+    counts["retryable"] = sum(r["unstripped"] for r in rows if r["status"] == "failed")
     return counts
 
 

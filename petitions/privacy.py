@@ -20,39 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .crypto import ENCRYPTED_FIELDS, ENCRYPTED_OUTBOX_FIELDS
+from .personal import public_columns
+from .retention import STRIP_EMAIL
 from .settings import Settings
 from .signatories import public_entry
 from .signature import Display, Kind
 from .tokens import VERIFY_TOKEN_AGE
-
-try:  # encryption at rest (crypto.py, personal.py)
-    from .crypto import ENCRYPTED_FIELDS, ENCRYPTED_OUTBOX_FIELDS
-    from .personal import public_columns
-except ImportError:  # pragma: no cover - the page then says what the design promises
-    ENCRYPTED_FIELDS = (
-        "name",
-        "email",
-        "city",
-        "occupation",
-        "organisation",
-        "organisation_type",
-        "website",
-        "members",
-        "comment",
-    )
-    ENCRYPTED_OUTBOX_FIELDS = ()
-    public_columns = None
-try:  # retention (retention.py): what sending an email leaves of it
-    from .retention import STRIP_EMAIL
-except ImportError:  # pragma: no cover
-    STRIP_EMAIL = ""
-
-# Documented defaults, for settings a deployment's code may not have yet.
-DEFAULT_PERIODS = {
-    "retention_unverified_days": 14,
-    "retention_network_days": 30,
-    "retention_rejected_days": 30,
-}
 
 
 @dataclass(frozen=True)
@@ -215,11 +189,7 @@ def shown_publicly(kind: str, display: str) -> tuple[str, ...]:
 def _clear_columns(kind: str, display: str) -> set[str]:
     """The columns kept in clear for a signature of this kind and display choice."""
     sample = _sample(kind, display)
-    if public_columns is not None:
-        return {c for c, v in public_columns(kind, display, sample).items() if v is not None}
-    # Without personal.py: what the public list shows.
-    entry = public_entry(sample, countries={"GB"}) if display != Display.ANONYMOUS else {}
-    return set(entry) - {"id", "kind", "signed_at", "country"}
+    return {c for c, v in public_columns(kind, display, sample).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -294,24 +264,18 @@ def privacy_facts(settings: Settings) -> PrivacyFacts:
         ]
 
     stored = [StoredRow(s.label, s.why, _protection(s), _in_clear(s, clear_for)) for s in STORED]
-    anonymise = getattr(settings, "anonymise_after_close_days", None)
     return PrivacyFacts(
         stored=stored,
         encrypted=tuple(ENCRYPTED_FIELDS),
         displays=display_choices(),
         min_group=settings.public_min_group,
-        unverified_days=_period(settings, "retention_unverified_days"),
-        network_days=_period(settings, "retention_network_days"),
-        rejected_days=_period(settings, "retention_rejected_days"),
+        unverified_days=settings.retention_unverified_days,
+        network_days=settings.retention_network_days,
+        rejected_days=settings.retention_rejected_days,
         verify_link_days=VERIFY_TOKEN_AGE // 86400,
-        anonymise_after_close_days=anonymise or None,
+        anonymise_after_close_days=settings.anonymise_after_close_days or None,
         kept_after_withdrawal=tuple(dict.fromkeys(KEPT_AFTER_WITHDRAWAL.values())),
         emails_encrypted={"recipient", "body_text"} <= set(ENCRYPTED_OUTBOX_FIELDS),
         emails_stripped_when_sent="recipient = NULL" in STRIP_EMAIL
         and "body_text = NULL" in STRIP_EMAIL,
     )
-
-
-def _period(settings: Settings, name: str) -> int:
-    value = getattr(settings, name, None)
-    return DEFAULT_PERIODS[name] if value is None else int(value)

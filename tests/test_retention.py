@@ -336,6 +336,8 @@ async def test_failed_emails_are_stripped_after_the_period(conn, db, settings, a
     for kept in (recent, waiting):
         assert mail[kept]["recipient"] == "someone@example.org"
     async with admin_client(app, conn) as owner:
+        page = await owner.get("/admin/outbox")
+        assert "Retry all 1 failed" in page.text  # the stripped one cannot be retried
         await owner.post("/admin/outbox", {"action": "retry_failed"})
     statuses = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM outbox")}
     assert statuses[old] == "failed" and statuses[recent] == "waiting"
