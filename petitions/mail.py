@@ -11,6 +11,7 @@ import asyncpg
 import jinja2
 from markupsafe import Markup
 
+from . import i18n
 from .crypto import OUTBOX_CONTEXT, Cipher, cipher_for
 from .markdown import render_markdown
 from .paths import TEMPLATES_DIR
@@ -54,6 +55,8 @@ class Mailer:
         loader = jinja2.FileSystemLoader(str(TEMPLATES_DIR / "email"))
         self._text = jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True)
         self._html = jinja2.Environment(loader=loader, autoescape=True)
+        i18n.install(self._text)
+        i18n.install(self._html)
         domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
         self._msgid_domain = domain
 

@@ -10,13 +10,12 @@ from babel.numbers import format_decimal
 from markupsafe import Markup, escape
 from starlette.templating import Jinja2Templates
 
+from . import i18n
 from .countries import country_name, country_names, flag
 from .markdown import render_markdown
 from .paths import TEMPLATES_DIR
 from .signatories import initials
 from .signature import MODERATOR_ACTIONS, ORGANISATION_TYPE_LABELS, Display, Kind, Status
-
-RTL_LANGUAGES = {"ar", "fa", "he", "ur", "ps", "ku", "ckb", "yi", "dv", "sd", "ug"}
 
 
 @lru_cache(maxsize=8192)
@@ -51,6 +50,7 @@ def country_options(language: str, selected: str | None = None) -> Markup:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     env = templates.env
+    i18n.install(env)
     env.filters.update(
         markdown=render_markdown,
         country_name=country_name,
@@ -69,6 +69,8 @@ def make_templates() -> Jinja2Templates:
         Kind=Kind,
         Display=Display,
         moderator_actions=MODERATOR_ACTIONS,
-        text_direction=lambda lang: "rtl" if (lang or "").split("-")[0] in RTL_LANGUAGES else "ltr",
+        text_direction=i18n.text_direction,
+        current_language=i18n.current_language,
+        interface_languages=i18n.LANGUAGES,
     )
     return templates
