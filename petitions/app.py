@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 
 import asyncpg
 from starlette.applications import Starlette
@@ -20,6 +21,8 @@ from .auth import AdminSessions, session_key
 from .crypto import cipher_for
 from .db import open_database, raw_connection
 from .events import LiveHub
+from .i18n import N_, _
+from .locales import ChooseLanguage
 from .mail import Mailer
 from .metrics import Metrics, RequestCounter
 from .pagecache import PageCache
@@ -27,6 +30,7 @@ from .paths import STATIC_DIR
 from .sealing import check_data_key
 from .security import ADMIN_MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders
 from .settings import Settings
+from .share_image import ShareImages
 from .templating import make_templates
 from .tokens import Tokens
 from .views import (
@@ -39,23 +43,45 @@ from .views import (
     admin_users,
     embed,
     live,
+    printout,
     privacy,
     public,
+    sharing,
     signing,
 )
 
 log = logging.getLogger(__name__)
 
+# Error pages' titles, translated when shown.
 ERROR_TITLES = {
-    400: "That request could not be understood",
-    404: "Page not found",
-    405: "Method not allowed",
-    403: "Not allowed",
-    413: "Too much data",
-    429: "Too many attempts",
-    501: "Not available yet",
-    503: "Busy",
+    400: N_("That request could not be understood"),
+    404: N_("Page not found"),
+    405: N_("Method not allowed"),
+    403: N_("Not allowed"),
+    413: N_("Too much data"),
+    429: N_("Too many attempts"),
+    501: N_("Not available yet"),
+    503: N_("Busy"),
 }
+# Starlette's own details are its status phrases ("Not Found"), in English: these say
+# the same in the page's language.
+DEFAULT_ERROR_MESSAGES = {
+    404: N_(
+        "There is nothing at this address. Check the link, or start from the list of petitions."
+    ),
+    405: N_("This address does not take that kind of request."),
+}
+
+
+def _error_message(exc: HTTPException) -> str:
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = None
+    if exc.detail != phrase:
+        return exc.detail
+    title = ERROR_TITLES.get(exc.status_code, N_("Something is wrong"))
+    return _(DEFAULT_ERROR_MESSAGES.get(exc.status_code, title))
 
 
 GET_POST = ["GET", "POST"]
@@ -145,10 +171,13 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
         Route("/p/{slug}/signatures.json", public.signatures_json, name="signatures_json"),
         Route("/p/{slug}/count.json", live.count_json, name="count_json"),
         Route("/p/{slug}/badge.svg", live.badge_svg, name="badge"),
+        Route("/p/{slug}/print", printout.print_document, name="print"),
+        Route("/p/{slug}/share.png", sharing.share_image, name="share_image"),
         Route("/p/{slug}/events", live.events, name="events"),
         Route("/p/{slug}/embed", embed.embed, methods=["GET"], name="embed"),
         Route("/p/{slug}/embed", signing.sign_embedded, methods=["POST"], name="embed_sign"),
         Route("/embed.js", embed.embed_js, name="embed_js"),
+        Route("/texts.json", embed.texts_json, name="texts_json"),
         Route("/favicon.ico", public.favicon, name="favicon"),
         *admin_routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -157,6 +186,7 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(ChooseLanguage),  # outermost: error pages are in the chosen language too
             Middleware(RequestCounter, metrics=metrics, routes=routes),
             Middleware(SecurityHeaders),
             Middleware(BodySizeLimit, larger={"/admin/": ADMIN_MAX_BODY_BYTES}),
@@ -179,6 +209,7 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
     app.state.mailer = Mailer(settings)
     app.state.cipher = cipher_for(settings)  # signer data at rest (crypto.py)
     app.state.page_cache = PageCache()
+    app.state.share_images = ShareImages()  # link-preview pictures (share_image.py)
     return app
 
 
@@ -194,7 +225,10 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     return request.app.state.templates.TemplateResponse(
         request,
         "error.html",
-        {"title": ERROR_TITLES.get(exc.status_code, "Something is wrong"), "message": exc.detail},
+        {
+            "title": _(ERROR_TITLES.get(exc.status_code, N_("Something is wrong"))),
+            "message": _error_message(exc),
+        },
         status_code=exc.status_code,
         headers=exc.headers,
     )
@@ -224,8 +258,8 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     return _error_page(
         request,
         503,
-        "Back in a moment",
-        "The database is restarting or out of reach. Please try again in a few seconds.",
+        _("Back in a moment"),
+        _("The database is restarting or out of reach. Please try again in a few seconds."),
         {"Retry-After": "5"},
     )
 
@@ -233,7 +267,7 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _error_page(
-        request, 500, "Something went wrong", "The error has been logged. Please try again."
+        request, 500, _("Something went wrong"), _("The error has been logged. Please try again.")
     )
 
 

@@ -6,14 +6,21 @@ from functools import lru_cache
 
 from babel import Locale, UnknownLocaleError
 
+from . import i18n
+from .collation import sort_key
+
 # CLDR lists some codes that are not countries (EU, UN, ZZ...). XK (Kosovo) is
 # user-assigned but in common use, so it stays.
 _NOT_COUNTRIES = {"EU", "EZ", "QO", "UN", "XA", "XB", "ZZ"}
 
 
+def _language(language: str | None) -> str:
+    return i18n.interface_language(language) or (language or i18n.current_language())
+
+
 @lru_cache(maxsize=64)
-def country_names(language: str = "en") -> dict[str, str]:
-    """Code -> name in `language`, sorted by name."""
+def _names(language: str) -> dict[str, str]:
+    """Code -> name in `language`, sorted as that language sorts (collation.py)."""
     try:
         locale = Locale.parse(language.replace("-", "_"))
     except (UnknownLocaleError, ValueError):
@@ -23,13 +30,35 @@ def country_names(language: str = "en") -> dict[str, str]:
         for code, name in locale.territories.items()
         if len(code) == 2 and code.isalpha() and code not in _NOT_COUNTRIES
     }
-    return dict(sorted(names.items(), key=lambda item: item[1].casefold()))
+    key = sort_key(str(locale))
+    return dict(sorted(names.items(), key=lambda item: key(item[1])))
 
 
-COUNTRY_CODES = frozenset(country_names("en"))
+def country_names(language: str | None = None) -> dict[str, str]:
+    """Code -> name in `language` (the current interface language by default), in the
+    order a reader of that language expects."""
+    return _names(_language(language))
 
 
-def country_name(code: str | None, language: str = "en") -> str:
+@lru_cache(maxsize=64)
+def _ranks(language: str) -> dict[str, int]:
+    return {code: i for i, code in enumerate(_names(language))}
+
+
+def sort_by_country_name(pairs, language: str | None = None) -> list:
+    """(code, anything) pairs in the order of their countries' names (a filter's
+    options, say); unknown codes last."""
+    ranks = _ranks(_language(language))
+    return sorted(pairs, key=lambda pair: ranks.get(pair[0], len(ranks)))
+
+
+COUNTRY_CODES = (
+    frozenset(code for code in Locale("en").territories if len(code) == 2 and code.isalpha())
+    - _NOT_COUNTRIES
+)
+
+
+def country_name(code: str | None, language: str | None = None) -> str:
     if not code:
         return ""
     return country_names(language).get(code, code)

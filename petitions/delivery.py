@@ -93,11 +93,12 @@ def _build_email(row, settings: Settings) -> EmailMessage:
     message["Subject"] = row["subject"]
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = row["message_id"]
-    for name, value in content["headers"].items():
-        message[name] = value
     message.set_content(content["body_text"])
     if content["body_html"]:
         message.add_alternative(content["body_html"], subtype="html")
+    # After the bodies: setting content clears Content-* headers (Content-Language).
+    for name, value in content["headers"].items():
+        message[name] = value
     return message
 
 

@@ -13,8 +13,6 @@ return as a formula ("CSV injection"). Every text cell that does gets a leading
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import sys
@@ -29,13 +27,13 @@ import asyncpg
 from databases import Database
 
 from .crypto import Cipher
-from .db import asyncpg_dsn, raw_connection
+from .db import asyncpg_dsn
 from .fields import FieldReader
 from .personal import personal_of
 from .signature import Kind, Status
+from .streaming import stream_from_database
 
 BOM = "\ufeff".encode()
-QUEUE_CHUNKS = 8  # chunks waiting between PostgreSQL and a slow reader, at most
 STALLED_READER_SECONDS = 300  # a reader that takes nothing for this long is given up
 FETCH_ROWS = 500  # rows per fetch from the cursor, and per chunk of the file
 
@@ -230,48 +228,23 @@ async def count_rows(conn: asyncpg.Connection, petition_id: int, filters: Export
     return await conn.fetchval("SELECT count(*)" + _FROM_WHERE, *filters.arguments(petition_id))
 
 
-_DONE = object()
-
-
 async def stream_csv(
     db: Database, petition_id: int, filters: ExportFilter, bom: bool = False, *, cipher: Cipher
 ) -> AsyncIterator[bytes]:
-    """The CSV as an async iterator of chunks, for a streaming response.
+    """The CSV as an async iterator of chunks, for a streaming response (read by a
+    background task, a batch at a time, waiting while the reader is slower: streaming.py)."""
 
-    A background task reads the rows on its own pooled connection and hands the
-    chunks over through a short queue: when the reader falls behind, the reading
-    waits. Closing the iterator early (the client went away) cancels it.
-    """
-    chunks: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+    async def produce(conn: asyncpg.Connection, write) -> None:
+        await copy_csv(conn, petition_id, filters, write, cipher=cipher)
 
-    async def hand_over(chunk: bytes) -> None:
-        async with asyncio.timeout(STALLED_READER_SECONDS):  # not wait_for: no extra task
-            await chunks.put(bytes(chunk))
-
-    async def produce() -> None:
-        try:
-            async with raw_connection(db) as conn:
-                await copy_csv(conn, petition_id, filters, hand_over, cipher=cipher)
-        except Exception as error:  # handed to the reader, which raises it
-            await chunks.put(error)
-        else:
-            await chunks.put(_DONE)
-
-    producer = asyncio.create_task(produce())
+    if bom:
+        yield BOM
+    chunks = stream_from_database(db, produce, STALLED_READER_SECONDS)
     try:
-        if bom:
-            yield BOM
-        while True:
-            chunk = await chunks.get()
-            if chunk is _DONE:
-                break
-            if isinstance(chunk, Exception):
-                raise chunk
+        async for chunk in chunks:
             yield chunk
     finally:
-        producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
+        await chunks.aclose()
 
 
 # The command line ---------------------------------------------------------------

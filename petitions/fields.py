@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 from email_validator import EmailNotValidError, validate_email
 
 from .countries import COUNTRY_CODES
+from .i18n import DEFAULT_LANGUAGE, _, current_language
 from .keys import normalise_email
 from .lookalikes import strip_invisible
+from .numbers import BadCount, parse_count
 
 # C0 controls (but tab and newline where multi-line text is allowed), DEL, C1
 # controls, bidirectional overrides and Unicode non-characters.
@@ -53,6 +55,23 @@ class FieldErrors(BadValue):
 def _figure(n: int) -> str:
     """1000 and 100,000: digits grouped from five on, as most style guides write them."""
     return f"{n:,}" if n >= 10_000 else str(n)
+
+
+def _whole_number(label: str, low: int, high: int) -> str:
+    low_text, high_text = format(low, ","), format(high, ",")
+    return _(
+        "%(field)s must be a whole number from %(low)s to %(high)s.",
+        field=label,
+        low=low_text,
+        high=high_text,
+    )
+
+
+def _email_problem(reason: str) -> str:
+    """email-validator explains in English only: its reason is shown on English pages."""
+    if current_language() == DEFAULT_LANGUAGE:
+        return _("This does not look like an email address: %(reason)s", reason=reason)
+    return _("This does not look like an email address.")
 
 
 def has_forbidden_characters(value: str, multiline: bool = False) -> bool:
@@ -100,7 +119,7 @@ class FieldReader:
         if visible_only:
             raw = strip_invisible(raw)
         if has_forbidden_characters(raw.replace("\r", "").replace("\t", " "), multiline=True):
-            self.fail(name, f"{label} contains characters that are not allowed.")
+            self.fail(name, _("%(field)s contains characters that are not allowed.", field=label))
             return ""
         text = unicodedata.normalize("NFC", raw)
         if markdown or multiline:
@@ -114,12 +133,17 @@ class FieldReader:
             text = " ".join(text.split())
         if not text:
             if required:
-                self.fail(name, f"{label} is required.")
+                self.fail(name, _("%(field)s is required.", field=label))
             return ""
         if len(text) > limit:
             self.fail(
                 name,
-                f"{label} must be at most {_figure(limit)} characters (it has {_figure(len(text))}).",
+                _(
+                    "%(field)s must be at most %(limit)s characters (it has %(length)s).",
+                    field=label,
+                    limit=_figure(limit),
+                    length=_figure(len(text)),
+                ),
             )
             return ""
         return text
@@ -140,17 +164,17 @@ class FieldReader:
     def integer(
         self, name: str, label: str, low: int, high: int, *, required: bool = False
     ) -> int | None:
-        raw = re.sub(r"[\s,_]", "", self.raw(name))
-        if not raw:
+        try:  # "12 500", "12.500", "۱۲۵۰۰": numbers.parse_count
+            value = parse_count(self.raw(name))
+        except BadCount:
+            self.fail(name, _whole_number(label, low, high))
+            return None
+        if value is None:
             if required:
-                self.fail(name, f"{label} is required.")
+                self.fail(name, _("%(field)s is required.", field=label))
             return None
-        if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
-            self.fail(name, f"{label} must be a whole number from {low:,} to {high:,}.")
-            return None
-        value = int(raw)
         if not low <= value <= high:
-            self.fail(name, f"{label} must be a whole number from {low:,} to {high:,}.")
+            self.fail(name, _whole_number(label, low, high))
             return None
         return value
 
@@ -178,7 +202,7 @@ class FieldReader:
     ) -> str:
         value = self.raw(name).strip() or default
         if value not in choices:
-            self.fail(name, message or f"Choose {label} from the list.")
+            self.fail(name, message or _("Choose %(field)s from the list.", field=label))
             return default
         return value
 
@@ -229,10 +253,10 @@ class FieldReader:
         if not value:
             return None
         if len(value) > limit:
-            self.fail(name, f"The search text is longer than {limit} characters.")
+            self.fail(name, _("The search text is longer than %(limit)s characters.", limit=limit))
             return None
         if has_forbidden_characters(value):
-            self.fail(name, "The search text contains control characters.")
+            self.fail(name, _("The search text contains control characters."))
             return None
         return value
 
@@ -243,16 +267,16 @@ class FieldReader:
             self.fail(name, required_message)
             return ""
         if len(raw) > MAX_EMAIL_LENGTH or has_forbidden_characters(raw):
-            self.fail(name, "This does not look like an email address.")
+            self.fail(name, _("This does not look like an email address."))
             return ""
         try:
             checked = validate_email(raw, check_deliverability=False)
         except EmailNotValidError as error:
-            self.fail(name, f"This does not look like an email address: {error}")
+            self.fail(name, _email_problem(str(error)))
             return ""
         email = normalise_email(checked.normalized)
         if len(email) > MAX_EMAIL_LENGTH:
-            self.fail(name, "This email address is too long.")
+            self.fail(name, _("This email address is too long."))
             return ""
         return email
 
@@ -333,5 +357,5 @@ def parse_after(raw: object) -> int | None:
         return None
     value = parse_row_id(raw)
     if value is None:
-        raise BadValue("The page cursor `after` is not valid.")
+        raise BadValue(_("The page cursor `after` is not valid."))
     return value

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 
+from babel.lists import format_list as _format_list
 from babel.support import Translations
 
 from .paths import PACKAGE_DIR
@@ -85,12 +86,16 @@ def language(code: str | None) -> Iterator[str]:
         _current.reset(token)
 
 
-def gettext(message: str) -> str:
-    return translations(_current.get()).gettext(message)
+def gettext(message: str, **variables) -> str:
+    """`message` in the current language; `%(name)s` placeholders filled from `variables`
+    (Jinja's newstyle gettext calls it without them and fills them itself)."""
+    text = translations(_current.get()).gettext(message)
+    return text % variables if variables else text
 
 
-def ngettext(singular: str, plural: str, n: int) -> str:
-    return translations(_current.get()).ngettext(singular, plural, n)
+def ngettext(singular: str, plural: str, n: int, **variables) -> str:
+    text = translations(_current.get()).ngettext(singular, plural, n)
+    return text % variables if variables else text
 
 
 def pgettext(context: str, message: str) -> str:
@@ -107,6 +112,29 @@ _ = gettext
 def N_(message: str) -> str:
     """Mark a module-level text for extraction; translate it with `_()` where it is used."""
     return message
+
+
+# CLDR has no list patterns for Central Kurdish (Babel falls back to English "or"):
+# separator and last joiner per style.
+_LIST_WORDS = {
+    "ckb": {"standard": ("، ", " و "), "or": ("، ", " یان "), "unit": ("، ", " و ")},
+}
+
+
+def format_list(items, style: str = "standard") -> str:
+    """Items joined as the current language joins a list: "a, b and c" ("standard"),
+    "a, b or c" ("or"), "a, b, c" ("unit")."""
+    items = [str(item) for item in items]
+    if not items:
+        return ""
+    locale = _current.get().replace("-", "_")
+    if locale in _LIST_WORDS:
+        comma, last = _LIST_WORDS[locale][style]
+        return items[0] if len(items) == 1 else comma.join(items[:-1]) + last + items[-1]
+    try:
+        return _format_list(items, style=style, locale=locale)
+    except KeyError:  # CLDR lacks some styles in some languages (Persian has no "unit" start)
+        return _format_list(items, style="standard", locale=locale)
 
 
 def install(env) -> None:

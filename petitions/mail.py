@@ -1,4 +1,4 @@
-"""Emails: composed from templates into outbox rows, in the petition's language."""
+"""Emails: composed from templates into outbox rows, in the signer's language."""
 
 from __future__ import annotations
 
@@ -30,9 +30,13 @@ def bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def subject_line(prefix: str, title: str, limit: int = MAX_SUBJECT) -> str:
-    """`prefix` and a petition's title, the title shortened to fit."""
-    return prefix + bounded(title, max(limit - len(prefix), 1))
+def subject_line(template: str, title: str, limit: int = MAX_SUBJECT) -> str:
+    """`template` (a translated sentence with `%(title)s`, or a prefix) with a petition's
+    title, the title shortened to fit."""
+    if "%(title)s" not in template:
+        template += "%(title)s"
+    room = max(limit - len(template.replace("%(title)s", "")), 1)
+    return template.replace("%(title)s", bounded(title, room))
 
 
 @dataclass(frozen=True)
@@ -61,25 +65,38 @@ class Mailer:
         self._msgid_domain = domain
 
     def link(self, purpose: str, public_id: uuid.UUID) -> str:
-        return (
-            f"{self.settings.base_url}/{purpose}/{self.tokens.signature_link(purpose, public_id)}"
-        )
+        """A link in an email; the page it opens speaks the email's language."""
+        token = self.tokens.signature_link(purpose, public_id)
+        return self.page_url(f"/{purpose}/{token}")
+
+    def page_url(self, path: str) -> str:
+        """An absolute address on this site, in the language the email is written in."""
+        return f"{self.settings.base_url}{path}?lang={i18n.current_language()}"
 
     def _compose(self, template: str, recipient: str, subject: str, **context) -> OutgoingMessage:
-        context = {"base_url": self.settings.base_url, **context}
+        """One email, in the current language (i18n.language(...) around the call: the
+        signer's, recorded with their signature)."""
+        lang = i18n.current_language()
+        context = {
+            "base_url": self.settings.base_url,
+            "lang": lang,
+            "direction": i18n.text_direction(lang),
+            **context,
+        }
         return OutgoingMessage(
             recipient=recipient,
             subject=bounded(subject, MAX_SUBJECT),
             text=self._text.get_template(f"{template}.txt").render(context),
             html=self._html.get_template(f"{template}.html").render(context),
             message_id=make_msgid(domain=self._msgid_domain),
+            headers={"Content-Language": lang},
         )
 
     def verification(self, petition: Petition, name: str, email: str, public_id: uuid.UUID):
         return self._compose(
             "verification",
             email,
-            subject_line("Please confirm your signature: ", petition.title),
+            subject_line(i18n._("Please confirm your signature: %(title)s"), petition.title),
             petition=petition,
             name=name,
             verify_url=self.link("verify", public_id),
@@ -92,7 +109,7 @@ class Mailer:
         return self._compose(
             "reminder",
             email,
-            subject_line("You have already signed: ", petition.title),
+            subject_line(i18n._("You have already signed: %(title)s"), petition.title),
             petition=petition,
             name=name,
             status=status,
@@ -117,18 +134,22 @@ class Mailer:
             body=body,
             body_html=Markup(render_markdown(body)),
             unsubscribe_url=unsubscribe_url,
-            petition_url=f"{self.settings.base_url}/p/{petition.slug}",
+            petition_url=self.page_url(f"/p/{petition.slug}"),
         )
         return replace(
             message,
             headers={
+                **message.headers,
                 "List-Unsubscribe": f"<{unsubscribe_url}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             },
         )
 
-    async def petition_for_mail(self, conn: asyncpg.Connection, petition_id: int) -> Petition:
-        petition = await fetch_petition_by_id(conn, petition_id)
+    async def petition_for_mail(
+        self, conn: asyncpg.Connection, petition_id: int, language: str | None = None
+    ) -> Petition:
+        """The petition, its statement in `language` when it has that translation."""
+        petition = await fetch_petition_by_id(conn, petition_id, language)
         if petition is None:
             raise LookupError(f"petition {petition_id} is gone")
         return petition

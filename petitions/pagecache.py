@@ -5,7 +5,7 @@ and embed within seconds. Rendering it once per process every two seconds
 instead of once per visitor keeps the app fast; what changes in between (the
 count, the newest signatories) arrives through the live event stream anyway.
 Nothing personal is on these pages: the form token is bound to the petition,
-not to a visitor.
+not to a visitor. A page is kept per language (locales.page_variant).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+from .locales import page_variant
 
 MAX_KEY_LENGTH = 300
 
@@ -52,7 +54,12 @@ def cached_page(handler: Callable[[Request], Awaitable[Response]]):
     @functools.wraps(handler)
     async def serve(request: Request) -> Response:
         cache: PageCache = request.app.state.page_cache
-        key = request.url.path + "?" + request.url.query
+        # The same address is a different page in another language: the key holds what
+        # decides the language beside the URL (the browser's Accept-Language).
+        variant = page_variant(
+            request.query_params.get("lang"), request.headers.get("accept-language")
+        )
+        key = request.url.path + "?" + request.url.query + "#" + variant
         if request.method != "GET" or len(key) > MAX_KEY_LENGTH:
             return await handler(request)
         hit = cache.get(key)

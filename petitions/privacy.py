@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .crypto import ENCRYPTED_FIELDS, ENCRYPTED_OUTBOX_FIELDS
+from .i18n import N_, _, format_list
 from .personal import public_columns
 from .retention import STRIP_EMAIL
 from .settings import Settings
@@ -41,35 +42,37 @@ class Stored:
 
 # Every column of `signatures`, in the order a signer meets them.
 STORED: tuple[Stored, ...] = (
-    Stored("Your name", ("name",), "to list you as you chose, and for the campaign's records"),
+    Stored(N_("Your name"), ("name",), N_("to list you as you chose, and for the campaign's records")),
     Stored(
-        "Your email address",
+        N_("Your email address"),
         ("email",),
-        "to confirm your signature and, if you agreed, to send you updates",
+        N_("to confirm your signature and, if you agreed, to send you updates"),
     ),
-    Stored("Country", ("country",), "for the counts by country"),
-    Stored("City", ("city",), "shown with a public signature"),
-    Stored("Occupation or role", ("occupation",), "shown with public and initials signatures"),
-    Stored("Organisation name", ("organisation",), "for organisation signatures"),
-    Stored("Organisation type", ("organisation_type",), "for organisation signatures"),
-    Stored("Number of members", ("members",), "for organisation signatures"),
-    Stored("Organisation website", ("website",), "shown with a public signature"),
-    Stored("Message of solidarity", ("comment",), "shown with a public signature"),
-    Stored("Initials", ("initials",), "what the list shows of an initials signature"),
+    Stored(N_("Country"), ("country",), N_("for the counts by country")),
+    Stored(N_("City"), ("city",), N_("shown with a public signature")),
+    Stored(N_("Occupation or role"), ("occupation",), N_("shown with public and initials signatures")),
+    Stored(N_("Organisation name"), ("organisation",), N_("for organisation signatures")),
+    Stored(N_("Organisation type"), ("organisation_type",), N_("for organisation signatures")),
+    Stored(N_("Number of members"), ("members",), N_("for organisation signatures")),
+    Stored(N_("Organisation website"), ("website",), N_("shown with a public signature")),
+    Stored(N_("Message of solidarity"), ("comment",), N_("shown with a public signature")),
+    Stored(N_("Initials"), ("initials",), N_("what the list shows of an initials signature")),
     Stored(
-        "Whether you signed as a person or for an organisation, and how your signature appears",
+        N_("Whether you signed as a person or for an organisation, and how your signature appears"),
         ("kind", "display"),
-        "public, initials or anonymous, as you chose",
+        N_("public, initials or anonymous, as you chose"),
     ),
-    Stored("Whether you want updates", ("updates",), "you can stop them from any update email"),
+    Stored(N_("Whether you want updates"), ("updates",), N_("you can stop them from any update email")),
     Stored(
-        "Language, referrer code and the version of the statement you signed",
+        N_("Language, referrer code and the version of the statement you signed"),
         ("language", "ref", "version_id"),
-        "to write to you in your language, to know which "
-        "websites bring signers, and to keep the text you signed",
+        N_(
+            "to write to you in your language, to know which "
+            "websites bring signers, and to keep the text you signed"
+        ),
     ),
     Stored(
-        "Status and times (signed, confirmed, rejected, withdrawn, erased)",
+        N_("Status and times (signed, confirmed, rejected, withdrawn, erased)"),
         (
             "status",
             "created_at",
@@ -79,30 +82,30 @@ STORED: tuple[Stored, ...] = (
             "erased_at",
             "updated_at",
         ),
-        "to count confirmed signatures; public pages show times to the hour only",
+        N_("to count confirmed signatures; public pages show times to the hour only"),
     ),
     Stored(
-        "A keyed hash of your email address",
+        N_("A keyed hash of your email address"),
         ("email_hash",),
-        "to recognise a second signature from the same address",
+        N_("to recognise a second signature from the same address"),
         hashed=True,
     ),
     Stored(
-        "A keyed hash of the organisation's name and country",
+        N_("A keyed hash of the organisation's name and country"),
         ("organisation_hash",),
-        "so one organisation counts once per country",
+        N_("so one organisation counts once per country"),
         hashed=True,
     ),
     Stored(
-        "Short keyed hashes of the words of the names and of your email's domain",
+        N_("Short keyed hashes of the words of the names and of your email's domain"),
         ("search_hashes",),
-        "so the campaign can search signatures",
+        N_("so the campaign can search signatures"),
         hashed=True,
     ),
     Stored(
-        "A keyed hash of your network (never your IP address)",
+        N_("A keyed hash of your network (never your IP address)"),
         ("network_hash",),
-        "to hold back floods of signatures from one place",
+        N_("to hold back floods of signatures from one place"),
         hashed=True,
     ),
 )
@@ -113,46 +116,46 @@ INTERNAL_COLUMNS = frozenset({"id", "public_id", "petition_id", "sealed"})
 # What a withdrawn signature keeps (column: as the page says it): what the counts and
 # their history need. tests/test_privacy.py withdraws a signature and compares.
 KEPT_AFTER_WITHDRAWAL = {
-    "kind": "individual or organisation",
-    "country": "country",
-    "display": "display choice",
-    "status": "that it was withdrawn",
-    "language": "language",
-    "ref": "referrer code",
-    "version_id": "statement version",
-    "created_at": "dates",
-    "verified_at": "dates",
-    "rejected_at": "dates",
-    "withdrawn_at": "dates",
-    "erased_at": "dates",
-    "updated_at": "dates",
-    "updates": "that you get no updates",
+    "kind": N_("individual or organisation"),
+    "country": N_("country"),
+    "display": N_("display choice"),
+    "status": N_("that it was withdrawn"),
+    "language": N_("language"),
+    "ref": N_("referrer code"),
+    "version_id": N_("statement version"),
+    "created_at": N_("dates"),
+    "verified_at": N_("dates"),
+    "rejected_at": N_("dates"),
+    "withdrawn_at": N_("dates"),
+    "erased_at": N_("dates"),
+    "updated_at": N_("dates"),
+    "updates": N_("that you get no updates"),
 }
 
 DISPLAY_LABELS = {
-    Display.PUBLIC: "Public",
-    Display.INITIALS: "Initials",
-    Display.ANONYMOUS: "Anonymous",
+    Display.PUBLIC: N_("Public"),
+    Display.INITIALS: N_("Initials"),
+    Display.ANONYMOUS: N_("Anonymous"),
 }
 
 # The fields public_entry gives out, as the page names them, in the page's order.
 PUBLIC_FIELD_LABELS = {
-    "organisation": "organisation name",
-    "name": "name",
-    "initials": "initials",
-    "organisation_type": "organisation type",
-    "members": "number of members",
-    "website": "website",
-    "occupation": "occupation or role",
-    "city": "city",
-    "comment": "message",
-    "country": "country (only once enough people from it have signed)",
-    "signed_at": "the hour of signing",
+    "organisation": N_("organisation name"),
+    "name": N_("name"),
+    "initials": N_("initials"),
+    "organisation_type": N_("organisation type"),
+    "members": N_("number of members"),
+    "website": N_("website"),
+    "occupation": N_("occupation or role"),
+    "city": N_("city"),
+    "comment": N_("message"),
+    "country": N_("country (only once enough people from it have signed)"),
+    "signed_at": N_("the hour of signing"),
 }
 _FOR_ORGANISATIONS = {
-    "name": "name of the person who signed for it",
-    "occupation": "their role",
-    "initials": "the organisation's initials",
+    "name": N_("name of the person who signed for it"),
+    "occupation": N_("their role"),
+    "initials": N_("the organisation's initials"),
 }
 _ALWAYS = ("id", "kind")  # an opaque id and individual/organisation: in every entry
 
@@ -200,8 +203,13 @@ class DisplayChoice:
 
 
 def display_choices() -> list[DisplayChoice]:
+    """The display choices as the page says them, in the current language."""
     return [
-        DisplayChoice(d.value, DISPLAY_LABELS[d], {k.value: shown_publicly(k, d) for k in Kind})
+        DisplayChoice(
+            d.value,
+            _(DISPLAY_LABELS[d]),
+            {k.value: tuple(_(label) for label in shown_publicly(k, d)) for k in Kind},
+        )
         for d in Display
     ]
 
@@ -212,6 +220,7 @@ class StoredRow:
     why: str
     protection: str  # "encrypted", "keyed hash" or "not encrypted"
     in_clear: str  # when it is also (or only) kept readable
+    protection_label: str = ""  # `protection` as the page says it
 
 
 def _protection(item: Stored) -> str:
@@ -220,18 +229,30 @@ def _protection(item: Stored) -> str:
     return "encrypted" if all(c in ENCRYPTED_FIELDS for c in item.columns) else "not encrypted"
 
 
+PROTECTION_LABELS = {
+    "encrypted": N_("Encrypted"),
+    "keyed hash": N_("Keyed hash"),
+    "not encrypted": N_("Not encrypted"),
+}
+
+
 def _in_clear(item: Stored, clear_for: Callable[[str], list[str]]) -> str:
+    """When the item is readable in the database, in the current language."""
     if item.hashed:
-        return "never: it cannot be read back"
-    if not all(c in ENCRYPTED_FIELDS for c in item.columns):
-        when = clear_for(item.columns[0])
-        if item.columns[0] in _PUBLISHED_ONLY:
-            return f"only for {' and '.join(when)} signatures" if when else "never"
-        return "yes"
+        return _("Never: it cannot be read back")
     when = clear_for(item.columns[0])
+    if not all(c in ENCRYPTED_FIELDS for c in item.columns):
+        if item.columns[0] in _PUBLISHED_ONLY:
+            if not when:
+                return _("Never")
+            return _("Only for %(choices)s signatures", choices=format_list(when, "standard"))
+        return _("Yes")
     if not when:
-        return "never"
-    return f"only if the signature is {' or '.join(when)}, as the public list shows it"
+        return _("Never")
+    return _(
+        "Only if the signature is %(choices)s, as the public list shows it",
+        choices=format_list(when, "or"),
+    )
 
 
 # Clear columns that exist only to be published (and are empty otherwise).
@@ -260,10 +281,19 @@ def privacy_facts(settings: Settings) -> PrivacyFacts:
 
     def clear_for(column: str) -> list[str]:
         return [
-            DISPLAY_LABELS[d].lower() for d in Display if any(column in clear[k, d] for k in Kind)
+            _(DISPLAY_LABELS[d]).lower() for d in Display if any(column in clear[k, d] for k in Kind)
         ]
 
-    stored = [StoredRow(s.label, s.why, _protection(s), _in_clear(s, clear_for)) for s in STORED]
+    stored = [
+        StoredRow(
+            _(s.label),
+            _(s.why),
+            _protection(s),
+            _in_clear(s, clear_for),
+            _(PROTECTION_LABELS[_protection(s)]),
+        )
+        for s in STORED
+    ]
     return PrivacyFacts(
         stored=stored,
         encrypted=tuple(ENCRYPTED_FIELDS),
@@ -274,7 +304,7 @@ def privacy_facts(settings: Settings) -> PrivacyFacts:
         rejected_days=settings.retention_rejected_days,
         verify_link_days=VERIFY_TOKEN_AGE // 86400,
         anonymise_after_close_days=settings.anonymise_after_close_days or None,
-        kept_after_withdrawal=tuple(dict.fromkeys(KEPT_AFTER_WITHDRAWAL.values())),
+        kept_after_withdrawal=tuple(_(kept) for kept in dict.fromkeys(KEPT_AFTER_WITHDRAWAL.values())),
         emails_encrypted={"recipient", "body_text"} <= set(ENCRYPTED_OUTBOX_FIELDS),
         emails_stripped_when_sent="recipient = NULL" in STRIP_EMAIL
         and "body_text = NULL" in STRIP_EMAIL,

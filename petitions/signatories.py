@@ -27,6 +27,7 @@ from databases import Database
 from .db import raw_connection
 from .disclosure import public_time_text
 from .fields import BadValue, FieldReader
+from .i18n import _
 from .keys import derive_key
 from .signature import Display, Kind, counted_sql
 
@@ -79,13 +80,13 @@ class Cursor:
             sealed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             if len(sealed) != _CURSOR_BYTES:
                 raise ValueError
-            aes_key, _ = cursor_keys(secret_key)
+            aes_key, _nonce_key = cursor_keys(secret_key)
             context = _CURSOR_CONTEXT + str(petition_id).encode()
             plain = AESGCM(aes_key).decrypt(sealed[:12], sealed[12:], context)
             micros, id_bytes = _CURSOR_PLAIN.unpack(plain)
             return cls(_EPOCH + micros * _MICROSECOND, uuid.UUID(bytes=id_bytes))
         except (ValueError, binascii.Error, InvalidTag, struct.error, OverflowError):
-            raise BadValue("The page cursor `after` is not valid.") from None
+            raise BadValue(_("The page cursor `after` is not valid.")) from None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -102,9 +103,9 @@ class ListFilter:
     def parse(cls, params: Mapping[str, object]) -> ListFilter:
         """Raises FieldErrors (a BadValue) naming what is wrong."""
         read = FieldReader(params)
-        kind = read.option("kind", list(Kind), "`kind` must be individual or organisation.")
+        kind = read.option("kind", list(Kind), _("`kind` must be individual or organisation."))
         country = read.country(
-            "country", "`country` must be an ISO 3166-1 alpha-2 code such as GB or IR."
+            "country", _("`country` must be an ISO 3166-1 alpha-2 code such as GB or IR.")
         )
         q = read.search("q", MAX_QUERY_LENGTH)
         read.check()

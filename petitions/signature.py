@@ -32,6 +32,7 @@ from enum import StrEnum
 
 import asyncpg
 
+from .i18n import N_, _
 from .petitions import TAKES_SIGNATURES_SQL
 
 
@@ -65,17 +66,24 @@ class OrganisationType(StrEnum):
 
     @property
     def label(self) -> str:
-        return ORGANISATION_TYPE_LABELS[self]
+        return organisation_type_label(self)
 
 
+# The English names are the message ids: translated where they are shown.
 ORGANISATION_TYPE_LABELS = {
-    OrganisationType.TRADE_UNION: "Trade union",
-    OrganisationType.FEDERATION: "Federation or union centre",
-    OrganisationType.ASSOCIATION: "Association",
-    OrganisationType.NGO: "NGO",
-    OrganisationType.POLITICAL: "Political organisation",
-    OrganisationType.OTHER: "Other organisation",
+    OrganisationType.TRADE_UNION: N_("Trade union"),
+    OrganisationType.FEDERATION: N_("Federation or union centre"),
+    OrganisationType.ASSOCIATION: N_("Association"),
+    OrganisationType.NGO: N_("NGO"),
+    OrganisationType.POLITICAL: N_("Political organisation"),
+    OrganisationType.OTHER: N_("Other organisation"),
 }
+
+
+def organisation_type_label(value: str | None) -> str:
+    """An organisation type's name in the current language ('' for none)."""
+    label = ORGANISATION_TYPE_LABELS.get(value or "")
+    return _(label) if label else ""
 
 # The statuses that count towards a petition's total (and appear in public lists).
 COUNTED = frozenset({Status.VERIFIED})

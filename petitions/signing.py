@@ -6,21 +6,23 @@ in the common case, one round trip to PostgreSQL.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from databases import Database
 
+from . import i18n
 from .clients import client_network
 from .crypto import ENCRYPTED_FIELDS
 from .db import raw_connection
 from .fields import FieldReader
 from .keys import network_hash
 from .mail import MAX_SUBJECT, Mailer, bounded
+from .numbers import BadCount, parse_count
 from .personal import personal_of, stored_columns
 from .petitions import TAKES_SIGNATURES_SQL, Petition
+from .sharing import valid_ref
 from .signature import (
     INITIAL_STATUS,
     Display,
@@ -34,7 +36,6 @@ from .signature import (
 )
 
 MAX_MEMBERS = 1_000_000_000
-_REF = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -66,41 +67,43 @@ def parse_sign_form(form: Mapping[str, str], petition: Petition) -> Signer:
     read = FieldReader(form)
     kind = read.choice(
         "kind", "", list(Kind),
-        message="Choose whether you sign as an individual or for an organisation.",
+        message=i18n._("Choose whether you sign as an individual or for an organisation."),
     )  # fmt: skip
     if kind == Kind.INDIVIDUAL and not petition.accepts_individuals:
-        read.fail("kind", "This petition is signed by organisations only.")
+        read.fail("kind", i18n._("This petition is signed by organisations only."))
     elif kind == Kind.ORGANISATION and not petition.accepts_organisations:
-        read.fail("kind", "This petition is signed by individuals only.")
+        read.fail("kind", i18n._("This petition is signed by individuals only."))
     is_org = kind == Kind.ORGANISATION
 
-    name = read.text("name", "Your name", 200, required=True, visible_only=True)
-    email = read.email("email", "Your email is required: we send a link to confirm your signature.")
-    country = read.country("country", "Choose a country from the list.", required=True)
-    city = read.text("city", "City", 100)
-    occupation = read.text("occupation", "Occupation or role", 200)
-    comment = read.text("comment", "Message", 1000, multiline=True)
+    _ = i18n._
+    name = read.text("name", _("Your name"), 200, required=True, visible_only=True)
+    email = read.email(
+        "email", _("Your email is required: we send a link to confirm your signature.")
+    )
+    country = read.country("country", _("Choose a country from the list."), required=True)
+    city = read.text("city", _("City"), 100)
+    occupation = read.text("occupation", _("Occupation or role"), 200)
+    comment = read.text("comment", _("Message"), 1000, multiline=True)
 
     organisation = organisation_type = website = members = None
     if is_org:
         organisation = read.text(
-            "organisation", "Organisation", 300, required=True, visible_only=True
+            "organisation", _("Organisation"), 300, required=True, visible_only=True
         )
         organisation_type = read.choice(
             "organisation_type", "", list(OrganisationType),
-            message="Choose the type of organisation.",
+            message=_("Choose the type of organisation."),
         )  # fmt: skip
         website = read.website(
-            "website", "Give the website as an address such as https://union.example.org."
+            "website", _("Give the website as an address such as https://union.example.org.")
         )
         members = _members(read)
 
     display = read.choice(
         "display", "", list(Display), default=Display.PUBLIC,
-        message="Choose how your signature should appear.",
+        message=_("Choose how your signature should appear."),
     )  # fmt: skip
-    ref = read.raw("ref").strip()
-    ref = ref if _REF.match(ref) else None  # a bad campaign code is not the signer's fault
+    ref = valid_ref(read.raw("ref"))
     read.check()
     return Signer(
         kind=kind,
@@ -121,16 +124,14 @@ def parse_sign_form(form: Mapping[str, str], petition: Petition) -> Signer:
 
 
 def _members(read: FieldReader) -> int | None:
-    """Members as people write them: "12 500", "12,500", "12.500"."""
-    digits = re.sub(r"[\s,.'’_]", "", read.raw("members"))
-    if not digits:
+    """Members as people type them, in their own digits: "12 500", "12.500", "۱۲٬۵۰۰"."""
+    try:
+        value = parse_count(read.raw("members"))
+    except BadCount as error:
+        read.fail("members", str(error))
         return None
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 10:
-        read.fail("members", "Give the number of members as a whole number, such as 1200.")
-        return None
-    value = int(digits)
-    if value > MAX_MEMBERS:
-        read.fail("members", "That is more members than any organisation has.")
+    if value is not None and value > MAX_MEMBERS:
+        read.fail("members", i18n._("That is more members than any organisation has."))
         return None
     return value
 
@@ -187,6 +188,7 @@ async def submit_signature(
     petition: Petition,
     signer: Signer,
     client_address: str | None,
+    language: str | None = None,
 ) -> SignResult:
     """Store a pending signature and its confirmation email in one statement.
 
@@ -196,11 +198,16 @@ async def submit_signature(
     nobody learns who signed. A second person signing for an organisation that
     already signed is stored like any new signature (and held for a moderator
     when confirmed: signature.confirm).
+
+    `language` (by default the request's interface language) is recorded with the
+    signature: every later email to this signer is written in it.
     """
+    language = i18n.interface_language(language) or i18n.current_language()
     public_id = uuid.uuid4()
     secret = mailer.settings.secret_key
     network = client_network(client_address)
-    message = mailer.verification(petition, signer.name, signer.email, public_id)
+    with i18n.language(language):
+        message = mailer.verification(petition, signer.name, signer.email, public_id)
     stored = stored_columns(
         mailer.cipher, secret, public_id, signer.kind, signer.display, signer.country,
         signer.personal(),
@@ -214,7 +221,7 @@ async def submit_signature(
             stored["search_hashes"], stored["initials"], stored["name"], stored["city"],
             stored["occupation"], stored["organisation"], stored["organisation_type"],
             stored["website"], stored["members"], stored["comment"], signer.country,
-            signer.updates, petition.language, signer.ref,
+            signer.updates, language, signer.ref,
             network_hash(secret, network) if network else None,
             bounded(message.subject, MAX_SUBJECT), sealed_message, message.message_id,
         )  # fmt: skip
@@ -237,7 +244,7 @@ RETURNING r.petition_id, r.kind, r.email_hash, r.organisation_hash
 """
 
 _FIND_EXISTING = f"""
-SELECT id, public_id, status, sealed, name, email
+SELECT id, public_id, status, sealed, name, email, language
   FROM signatures
  WHERE petition_id = $1 AND kind = $2 AND email_hash = $3
    AND (kind = '{Kind.INDIVIDUAL}' OR organisation_hash = $4)
@@ -274,11 +281,13 @@ async def _remind_existing_signer(conn, mailer: Mailer, request) -> None:
     personal = personal_of(mailer.cipher, existing)
     if not personal["email"]:
         return  # its personal data is gone: nobody to remind
-    petition = await mailer.petition_for_mail(conn, request["petition_id"])
-    message = mailer.reminder(
-        petition, personal["name"] or "", personal["email"], existing["public_id"],
-        existing["status"],
-    )  # fmt: skip
+    language = existing["language"]  # the signer's, recorded when they signed
+    petition = await mailer.petition_for_mail(conn, request["petition_id"], language)
+    with i18n.language(language):
+        message = mailer.reminder(
+            petition, personal["name"] or "", personal["email"], existing["public_id"],
+            existing["status"],
+        )  # fmt: skip
     await mailer.enqueue(conn, message, "reminder", existing["id"])
 
 
@@ -331,7 +340,7 @@ async def resend_verification(db: Database, mailer: Mailer, public_id: uuid.UUID
     """Send a fresh confirmation link for a still-pending signature (at most hourly)."""
     async with raw_connection(db) as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT id, public_id, petition_id, sealed, name, email FROM signatures "
+            "SELECT id, public_id, petition_id, sealed, name, email, language FROM signatures "
             "WHERE public_id = $1 AND status = $2 FOR UPDATE",
             public_id,
             Status.PENDING,
@@ -350,9 +359,10 @@ async def resend_verification(db: Database, mailer: Mailer, public_id: uuid.UUID
         personal = personal_of(mailer.cipher, row)
         if not personal["email"]:
             return False
-        petition = await mailer.petition_for_mail(conn, row["petition_id"])
-        message = mailer.verification(
-            petition, personal["name"] or "", personal["email"], public_id
-        )
+        petition = await mailer.petition_for_mail(conn, row["petition_id"], row["language"])
+        with i18n.language(row["language"]):
+            message = mailer.verification(
+                petition, personal["name"] or "", personal["email"], public_id
+            )
         await mailer.enqueue(conn, message, "verification", row["id"])
     return True

@@ -20,12 +20,12 @@ from email.utils import make_msgid
 
 from databases import Database
 
-from . import audit
+from . import audit, i18n
 from .db import raw_connection
 from .fields import FieldReader
 from .keys import derive_key
 from .mail import MAX_SUBJECT as MAX_MAIL_SUBJECT
-from .mail import Mailer, bounded, seal_outbox
+from .mail import Mailer, OutgoingMessage, bounded, seal_outbox
 from .personal import personal_of
 from .petitions import Petition
 
@@ -35,7 +35,7 @@ BATCH = 5_000  # recipients per INSERT; their tokens are signed in a worker thre
 
 # One per person: signatures with the same email (its keyed hash) are one recipient.
 _RECIPIENTS = """
-SELECT DISTINCT ON (email_hash) id, public_id, sealed, email
+SELECT DISTINCT ON (email_hash) id, public_id, sealed, email, language
   FROM signatures
  WHERE petition_id = $1 AND status = 'verified' AND updates AND email_hash IS NOT NULL
  ORDER BY email_hash, id
@@ -126,12 +126,23 @@ async def send_update(
     db: Database, mailer: Mailer, petition: Petition, draft: UpdateDraft, admin_id: int
 ) -> SentUpdate:
     """Store the update and queue one email per consenting verified signer, all in one
-    transaction. DuplicateUpdate when the same text went out before."""
+    transaction. DuplicateUpdate when the same text went out before.
+
+    The campaign's text goes out as written; the frame around it (the petition's
+    title, the footer, the unsubscribe link's page) is in each signer's language,
+    recorded when they signed: one copy is rendered per language, then each
+    recipient's link is put in."""
     placeholder = f"UNSUBSCRIBE-{secrets.token_hex(16)}"
-    unsubscribe_base = f"{mailer.settings.base_url}/unsubscribe/"
-    template = mailer.update(
-        petition, "nobody@example.org", draft.subject, draft.body, unsubscribe_base + placeholder
-    )
+    templates: dict[str, OutgoingMessage] = {}  # by the signers' recorded language
+
+    async def render_for(conn, language: str) -> None:
+        translated = await mailer.petition_for_mail(conn, petition.id, language)
+        with i18n.language(language):
+            templates[language] = mailer.update(
+                translated, "nobody@example.org", draft.subject, draft.body,
+                mailer.page_url(f"/unsubscribe/{placeholder}"),
+            )  # fmt: skip
+
     tokens = mailer.tokens
     cipher = mailer.cipher
     subject = bounded(draft.subject, MAX_MAIL_SUBJECT)
@@ -143,11 +154,10 @@ async def send_update(
             email = personal_of(cipher, row)["email"]
             if not email:
                 continue
+            template = templates[row["language"]]
             token = tokens.signature_link("unsubscribe", row["public_id"])
-            url = unsubscribe_base + token
             headers = {
-                "List-Unsubscribe": f"<{url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                name: value.replace(placeholder, token) for name, value in template.headers.items()
             }
             ids.append(row["id"])
             sealed.append(seal_outbox(
@@ -180,6 +190,8 @@ async def send_update(
         queued = 0
         cursor = await conn.cursor(_RECIPIENTS, petition.id)
         while batch := await cursor.fetch(BATCH):
+            for language in {row["language"] for row in batch} - templates.keys():
+                await render_for(conn, language)
             ids, sealed, message_ids = await asyncio.to_thread(seal, batch)
             status = await conn.execute(_QUEUE_BATCH, ids, update_id, subject, sealed, message_ids)
             queued += int(status.rsplit(" ", 1)[1])

@@ -15,7 +15,7 @@ async def test_embed_form_signs_with_no_cookies_at_all(client, conn):
     assert page.status_code == 200
     assert "set-cookie" not in page.headers
     token = re.search(r'name="form_token" value="([^"]+)"', page.text).group(1)
-    assert 'action="http://testserver/p/release-them/embed"' in page.text
+    assert 'action="http://testserver/p/release-them/embed#sign-errors"' in page.text
     client.cookies.clear()
     response = await client.post(
         "/p/release-them/embed",

@@ -380,10 +380,11 @@ BAD_ORGANISATION_FIELDS = [
     ({"website": "https://user:pw@union.example.org"}, "website", "such as https://"),
     ({"website": "not a url"}, "website", "such as https://"),
     ({"website": "https://" + "a" * 500 + ".org"}, "website", "such as https://"),
-    ({"members": "-5"}, "members", "whole number"),
+    ({"members": "-5"}, "members", "zero or more"),
     ({"members": "lots"}, "members", "whole number"),
-    ({"members": "99999999999"}, "members", "whole number"),
-    ({"members": "٣٤"}, "members", "whole number"),
+    ({"members": "99999999999"}, "members", "more members than any organisation"),
+    ({"members": "12,5"}, "members", "decimal part"),  # "٣٤" is 34: tests/test_numbers.py
+    ({"members": "3٤"}, "members", "one kind of digits"),
 ]
 
 

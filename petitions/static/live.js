@@ -6,12 +6,57 @@
   var root = document.querySelector("[data-petition][data-events]");
   if (!root || !window.EventSource) return;
   var lang = document.documentElement.lang || "en";
-  var numbers = new Intl.NumberFormat(lang);
+  // The page's digits and separators, as the server wrote them (numbers.py).
+  var numbers = numberFormat(lang, document.documentElement.getAttribute("data-numbering") || "latn");
   var countries = window.Intl && Intl.DisplayNames ? new Intl.DisplayNames([lang], { type: "region" }) : null;
-  var types = {
-    trade_union: "Trade union", federation: "Federation or union centre", association: "Association",
-    ngo: "NGO", political: "Political organisation", other: "Other organisation"
-  };
+  var countryNames = {};  // the server's names, from the page's country lists
+  document.querySelectorAll("select[name=country] option[value]").forEach(function (o) {
+    if (o.value) countryNames[o.value] = o.getAttribute("data-name") || o.textContent;
+  });
+  // Texts in the page's language, rendered by the server (petitions/browser_texts.py).
+  var textsElement = document.getElementById("browser-texts");
+  var texts = textsElement ? JSON.parse(textsElement.textContent) : {};
+  var types = texts.organisation_types || {};
+  var plurals = window.Intl && Intl.PluralRules ? new Intl.PluralRules(lang) : null;
+
+  function fill(template, values) {
+    return template.replace(/%\((\w+)\)s/g, function (all, name) {
+      return name in values ? values[name] : all;
+    });
+  }
+
+  function pluralText(key, n) {
+    var forms = (texts.plurals || {})[key];
+    if (!forms) return null;
+    return forms[plurals ? plurals.select(n) : "other"] || forms.other;
+  }
+
+  // A phrase such as "1,234 signatures": the number element stays, the words around
+  // it take the plural form of the new number.
+  function rephrase(phrase, n) {
+    var number = phrase.firstElementChild;
+    var template = pluralText(phrase.getAttribute("data-phrase"), n);
+    if (!number || !template) return;
+    phrase.textContent = "";
+    template.split(/(%\(count\)s)/).forEach(function (part) {
+      phrase.appendChild(part === "%(count)s" ? number : document.createTextNode(part));
+    });
+  }
+
+  function numberFormat(tag, system) {
+    var format;
+    try { format = new Intl.NumberFormat(tag + "-u-nu-" + system); } catch (e) { format = null; }
+    // A browser without this language (Chromium has no Central Kurdish) still gets
+    // the digits right; the separators are then CLDR's defaults for those digits.
+    if (!format || format.resolvedOptions().numberingSystem !== system) {
+      format = new Intl.NumberFormat("en-u-nu-" + system);
+    }
+    return format;
+  }
+
+  function countryName(code) {
+    return countryNames[code] || (countries ? countries.of(code) : code);
+  }
 
   function setAll(selector, text) {
     document.querySelectorAll(selector).forEach(function (el) { el.textContent = text; });
@@ -21,6 +66,11 @@
     setAll("[data-count]", numbers.format(data.count));
     setAll("[data-count-organisations]", numbers.format(data.organisations));
     setAll("[data-count-individuals]", numbers.format(data.individuals));
+    var counts = { signatures: data.count, organisations: data.organisations, individuals: data.individuals };
+    document.querySelectorAll("[data-phrase]").forEach(function (phrase) {
+      var n = counts[phrase.getAttribute("data-phrase")];
+      if (n != null) rephrase(phrase, n);
+    });
     document.querySelectorAll("progress[data-progress]").forEach(function (bar) {
       bar.value = Math.min(data.count, Number(bar.max));
     });
@@ -30,7 +80,14 @@
     var el = document.createElement("span");
     el.className = className;
     el.textContent = text;
+    if (className === "sig-name") el.dir = "auto";  // a name keeps its own direction
     return el;
+  }
+
+  // What <bdi> does in the server's list: a name, number or country inside a
+  // sentence keeps its own direction (U+2068 first-strong isolate ... U+2069 pop).
+  function isolate(text) {
+    return text ? "\u2068" + text + "\u2069" : text;
   }
 
   function entryElement(e) {
@@ -40,23 +97,28 @@
     var meta = [];
     if (e.initials) {
       li.appendChild(span("sig-name", e.initials));
-      meta.push(e.kind === "organisation" ? types[e.organisation_type] || "" : e.occupation || "");
+      meta.push(e.kind === "organisation" ? types[e.organisation_type] || "" : isolate(e.occupation || ""));
     } else if (e.kind === "organisation") {
       li.appendChild(span("sig-name", e.organisation));
       meta.push(types[e.organisation_type] || "");
-      if (e.members) meta.push(numbers.format(e.members) + " members");
-      if (e.name) meta.push("signed by " + e.name + (e.occupation ? ", " + e.occupation : ""));
+      if (e.members) meta.push(fill(pluralText("members", e.members) || "%(count)s", { count: isolate(numbers.format(e.members)) }));
+      if (e.name) {
+        meta.push(e.occupation ? fill(texts.signed_by_role || "%(name)s, %(role)s", { name: isolate(e.name), role: isolate(e.occupation) })
+                               : fill(texts.signed_by || "%(name)s", { name: isolate(e.name) }));
+      }
     } else {
       li.appendChild(span("sig-name", e.name));
-      if (e.occupation) meta.push(e.occupation);
-      if (e.city) meta.push(e.city);
+      if (e.occupation) meta.push(isolate(e.occupation));
+      if (e.city) meta.push(isolate(e.city));
     }
     li.appendChild(span("sig-meta", meta.filter(Boolean).join(" · ")));
-    var country = e.country ? (countries ? countries.of(e.country) : e.country) : "";
-    li.appendChild(span("sig-country", country));
+    var country = e.country ? countryName(e.country) : "";
+    var place = li.appendChild(span("sig-country", ""));
+    if (country) place.appendChild(document.createElement("bdi")).textContent = country;
     if (e.comment) {
       var q = document.createElement("q");
       q.className = "sig-comment";
+      q.dir = "auto";
       q.textContent = e.comment;
       li.appendChild(q);
     }

@@ -36,4 +36,22 @@
     select.addEventListener("change", update);
     update();
   });
+
+  // After a rejected submit: the page opened at the error summary (the form's
+  // action ends in #sign-errors); focus it so that it is read out, and make each
+  // of its links put the keyboard in the field it names.
+  var summary = document.getElementById("sign-errors");
+  if (summary) {
+    summary.querySelectorAll("a[data-field]").forEach(function (link) {
+      link.addEventListener("click", function (event) {
+        var field = document.getElementById(link.getAttribute("href").slice(1));
+        if (!field) return;
+        event.preventDefault();
+        var label = field.closest("fieldset") || document.querySelector('label[for="' + field.id + '"]');
+        (label || field).scrollIntoView({ block: "start" });
+        field.focus({ preventScroll: true });
+      });
+    });
+    summary.focus();
+  }
 })();

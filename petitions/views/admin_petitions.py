@@ -26,6 +26,7 @@ from ..editing import (
     statement_values,
     update_settings,
 )
+from ..embedding import COUNTER_HEIGHT, FORM_HEIGHT, iframe_snippet
 from ..markdown import render_markdown
 from ..petitions import Petition, get_counts, statement_history
 from .admin_base import admin_page, load_petition, notify, render, see_other
@@ -259,16 +260,15 @@ def embed_snippets(base_url: str, slug: str) -> list[dict[str, str]]:
         {
             "title": "Sign form (iframe)",
             "about": "The counter and both sign forms; people sign without leaving your "
-            "site, and no cookies are needed. Change ref=website to tell sites apart in "
-            "the dashboard.",
-            "code": f'<iframe src="{page}/embed?ref=website" width="100%" height="900" '
-            f'style="border:0" title="Sign the petition"></iframe>',
+            "site, and no cookies are needed. The script makes the frame exactly as tall "
+            "as its content (without it the frame keeps a height that fits a phone). "
+            "Change ref=website to tell sites apart in the dashboard.",
+            "code": iframe_snippet(base_url, slug, "ref=website", FORM_HEIGHT, "Sign the petition"),
         },
         {
             "title": "Counter only (iframe)",
             "about": "Just the title, the count and a link to sign.",
-            "code": f'<iframe src="{page}/embed?form=0" width="100%" height="220" '
-            f'style="border:0" title="Signatures"></iframe>',
+            "code": iframe_snippet(base_url, slug, "form=0", COUNTER_HEIGHT, "Signatures"),
         },
         {
             "title": "Badge (image)",

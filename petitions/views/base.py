@@ -10,6 +10,8 @@ from starlette.responses import Response
 
 from ..clients import same_origin
 from ..disclosure import PublicBreakdown, public_breakdown
+from ..i18n import _
+from ..locales import choose_language, likely_text_language, use_choice
 from ..petitions import Counts, Petition, get_counts, get_petition, statement_history
 from ..signatories import list_signatories
 
@@ -24,12 +26,20 @@ def render(request: Request, template: str, context: dict, status_code: int = 20
 
 
 async def load_petition(request: Request) -> Petition:
-    """The petition named in the path, or a 404 (drafts are not public)."""
+    """The petition named in the path, or a 404 (drafts are not public); its statement
+    in the language chosen for this request (locales.choose_language), which the
+    interface then follows for the rest of the request."""
     slug = request.path_params["slug"]
-    language = request.query_params.get("lang")
-    petition = await get_petition(request.app.state.db, slug, language)
+    db = request.app.state.db
+    requested = request.query_params.get("lang")
+    accept = request.headers.get("accept-language")
+    petition = await get_petition(db, slug, likely_text_language(requested, accept))
     if petition is None or not petition.is_public:
-        raise HTTPException(404, "There is no petition at this address.")
+        raise HTTPException(404, _("There is no petition at this address."))
+    choice = choose_language(requested, accept, petition.languages, petition.default_language)
+    if choice.text != petition.language:
+        petition = await get_petition(db, slug, choice.text) or petition
+    use_choice(request.scope.setdefault("state", {}), choice)
     return petition
 
 

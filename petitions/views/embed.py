@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 
+from ..browser_texts import browser_texts
 from ..pagecache import cached_page
 from ..paths import STATIC_DIR
 from .base import load_petition, render_petition_form
@@ -33,4 +34,16 @@ async def embed_js(request: Request) -> Response:
         STATIC_DIR / "embed.js",
         media_type="text/javascript",
         headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+    )
+
+
+async def texts_json(request: Request) -> Response:
+    """embed.js's texts in the language of `?lang=` (petitions/browser_texts.py)."""
+    return JSONResponse(
+        browser_texts(),
+        headers={
+            "Cache-Control": "public, max-age=3600",
+            "Access-Control-Allow-Origin": "*",
+            "Vary": "Accept-Language",
+        },
     )

@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..counters import CountSnapshot
 from ..events import CLOSE, LiveEvent, TooManySubscribers
+from ..i18n import _
 
 KEEPALIVE_SECONDS = 15.0
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
@@ -20,7 +21,7 @@ async def petition_snapshot(request: Request) -> CountSnapshot:
     """The petition's summary and counts from this process's memory (404 for drafts)."""
     snapshot = await request.app.state.live.counts.by_slug(request.path_params["slug"])
     if snapshot is None or not snapshot.petition.is_public:
-        raise HTTPException(404, "There is no petition at this address.")
+        raise HTTPException(404, _("There is no petition at this address."))
     return snapshot
 
 
@@ -73,12 +74,12 @@ async def events(request: Request) -> Response:
     live = request.app.state.live
     last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if last_id is not None and (not last_id.isdigit() or len(last_id) > 18):
-        raise HTTPException(400, "Last-Event-ID must be an event id from this stream.")
+        raise HTTPException(400, _("Last-Event-ID must be an event id from this stream."))
     try:
         sub = live.subscribe(snapshot.petition.id)  # before the replay, so nothing slips between
     except TooManySubscribers:
         raise HTTPException(
-            503, "Too many live connections; the page still works without."
+            503, _("Too many live connections; the page still works without.")
         ) from None
 
     async def stream():

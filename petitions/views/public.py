@@ -7,9 +7,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from ..fields import BadValue
+from ..i18n import _, current_language
+from ..locales import normalise_tag
 from ..pagecache import cached_page
 from ..paths import STATIC_DIR
 from ..petitions import list_public_petitions
+from ..sharing import valid_ref
 from ..signatories import MAX_PAGE_SIZE, Cursor, ListFilter, ListTooSlow, list_signatories
 from .base import disclosed, live_counts, load_petition, render, render_petition_form
 
@@ -18,7 +21,10 @@ PAGE_SIZE = 50
 
 async def home(request: Request) -> Response:
     db = request.app.state.db
-    petitions = await list_public_petitions(db, request.query_params.get("lang"))
+    # Each petition's text in the language asked for (a statement may have languages
+    # the interface lacks), else in the interface's language, else its own default.
+    wanted = normalise_tag(request.query_params.get("lang")) or current_language()
+    petitions = await list_public_petitions(db, wanted)
     counts = {p.id: await live_counts(request, p.id) for p in petitions}
     return render(request, "index.html", {"petitions": petitions, "counts": counts})
 
@@ -26,8 +32,8 @@ async def home(request: Request) -> Response:
 @cached_page
 async def petition_page(request: Request) -> Response:
     petition = await load_petition(request)
-    ref = request.query_params.get("ref", "")
-    return await render_petition_form(request, petition, {"ref": ref[:64]}, {}, 200)
+    ref = valid_ref(request.query_params.get("ref")) or ""  # kept by the sign form
+    return await render_petition_form(request, petition, {"ref": ref}, {}, 200)
 
 
 def _list_request(request: Request, petition_id: int) -> tuple[ListFilter, Cursor | None, int]:
@@ -40,7 +46,9 @@ def _list_request(request: Request, petition_id: int) -> tuple[ListFilter, Curso
             after = Cursor.decode(params["after"], secret_key, petition_id)
         limit_text = params.get("limit", str(PAGE_SIZE))
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE_SIZE:
-            raise BadValue(f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}.")
+            raise BadValue(
+                _("`limit` must be a whole number from 1 to %(max)s.", max=MAX_PAGE_SIZE)
+            )
     except BadValue as error:
         raise HTTPException(400, str(error)) from None
     return filters, after, int(limit_text)
@@ -58,7 +66,7 @@ async def _list(db, petition_id, filters, after, limit, countries):
         return await list_signatories(db, petition_id, filters, after, limit, countries)
     except ListTooSlow:
         raise HTTPException(
-            503, "That search matches too many signatures to list now. Add another word."
+            503, _("That search matches too many signatures to list now. Add another word.")
         ) from None
 
 

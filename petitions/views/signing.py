@@ -9,6 +9,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..fields import FieldErrors
+from ..i18n import _, current_language
+from ..locales import lang_url
+from ..petitions import get_petition
 from ..signature import Status
 from ..signing import (
     get_signature_state,
@@ -50,14 +53,14 @@ async def _sign(request: Request, embedded: bool) -> Response:
     petition = await load_petition(request)
     if not posted_from_here(request):
         raise HTTPException(
-            403, "This form was sent from another website. Sign on the petition page."
+            403, _("This form was sent from another website. Sign on the petition page.")
         )
     form = await read_form(request)
     values = {k: v for k in SIGN_FIELDS if isinstance(v := form.get(k), str)}
     if embedded:
-        done_url = str(request.url_for("embed", slug=petition.slug)) + "?signed=1"
+        done_url = lang_url(request.url_for("embed", slug=petition.slug), signed=1)
     else:
-        done_url = str(request.url_for("thanks", slug=petition.slug))
+        done_url = lang_url(request.url_for("thanks", slug=petition.slug))
     done = RedirectResponse(done_url, status_code=303)
 
     async def again(errors: dict) -> Response:
@@ -75,8 +78,8 @@ async def _sign(request: Request, embedded: bool) -> Response:
             request,
             "message.html",
             {
-                "title": "This petition is closed",
-                "paragraphs": ["It no longer accepts signatures. Thank you for your support."],
+                "title": _("This petition is closed"),
+                "paragraphs": [_("It no longer accepts signatures. Thank you for your support.")],
                 "back": request.url_for("petition", slug=petition.slug),
             },
             403,
@@ -90,11 +93,11 @@ async def _sign(request: Request, embedded: bool) -> Response:
             raise TokenInvalid
     except TokenExpired:
         return await again(
-            {"form": "This form was open for a long time. Please check and send it again."}
+            {"form": _("This form was open for a long time. Please check and send it again.")}
         )
     except TokenInvalid:
         return await again(
-            {"form": "This form could not be checked. Please send it again from this page."}
+            {"form": _("This form could not be checked. Please send it again from this page.")}
         )
 
     try:
@@ -112,11 +115,20 @@ async def thanks(request: Request) -> Response:
     return render(request, "thanks.html", {"petition": petition})
 
 
+async def _verified_page(request: Request, state) -> Response:
+    """Where a confirmation link leads; a confirmed signer gets the share buttons."""
+    language = request.query_params.get("lang") or current_language()
+    petition = await get_petition(request.app.state.db, state.slug, language)
+    return render(request, "verified.html", {"state": state, "petition": petition})
+
+
 def _invalid_link() -> Response:
     raise HTTPException(
         400,
-        "This link is not valid. It may have been cut off by your email program: "
-        "copy the whole address from the email into your browser.",
+        _(
+            "This link is not valid. It may have been cut off by your email program: "
+            "copy the whole address from the email into your browser."
+        ),
     )
 
 
@@ -132,7 +144,7 @@ async def verify(request: Request) -> Response:
     state = await verify_signature(request.app.state.db, public_id)
     if state is None:
         return _invalid_link()
-    return render(request, "verified.html", {"state": state})
+    return await _verified_page(request, state)
 
 
 async def verify_resend(request: Request) -> Response:
@@ -151,7 +163,7 @@ async def verify_resend(request: Request) -> Response:
     if state.status == Status.PENDING:
         await resend_verification(db, request.app.state.mailer, public_id)
         return render(request, "thanks.html", {"petition": None, "resent": True})
-    return render(request, "verified.html", {"state": state})
+    return await _verified_page(request, state)
 
 
 async def _linked_signature(request: Request, purpose: str):

@@ -1,0 +1,148 @@
+"""Phones first: no public page is wider than a small phone, in any interface language.
+
+Most signers arrive from a messenger link on a cheap phone, often in a right-to-left
+language. A page wider than the screen hides the Sign button off to one side, so every
+public page (and the embed) is loaded at 320 and 360 CSS pixels wide, which is also a
+1280-pixel window at 400% and 356% zoom, in every interface language, and must not scroll
+sideways. Screenshots of the main pages are saved as artefacts under
+test-artifacts/screenshots/ (gitignored): they are for people to look at, not assertions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from livekit import serving
+from petitions.app import create_app
+from public_pages import (
+    BROWSER_ARGS,
+    CHROMIUM,
+    INTERFACE_LANGUAGES,
+    PHONES,
+    make_public_pages,
+    with_language,
+)
+
+if CHROMIUM is None and os.environ.get("CI"):
+    pytest.fail("CI must install Debian's chromium for the browser tests", pytrace=False)
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine"),
+    pytest.mark.slow,  # a real browser: seconds per test
+]
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+# What sticks out sideways, for the failure message.
+WIDEST = """() => {
+  const limit = document.documentElement.clientWidth;
+  const out = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const r = el.getBoundingClientRect();
+    if (r.right > limit + 1 || r.left < -1) {
+      out.push(`${el.tagName.toLowerCase()}.${el.className} ${Math.round(r.left)}..${Math.round(r.right)}`);
+    }
+  }
+  return out.slice(0, 8);
+}"""
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def site(settings, conn):
+    app = create_app(settings, run_outbox_worker=False)
+    pages = await make_public_pages(conn, app.state.tokens)
+    async with serving(app) as base:
+        yield base, pages
+
+
+async def overflow(page) -> tuple[int, int]:
+    """The document's width and the narrower of the window's and the layout viewport's
+    (a phone may zoom out to show a page too wide for it, widening innerWidth)."""
+    return await page.evaluate(
+        """() => [document.documentElement.scrollWidth,
+                 Math.min(window.innerWidth, document.documentElement.clientWidth)]"""
+    )
+
+
+async def test_no_public_page_scrolls_sideways_on_a_phone_in_any_language(browser, site):
+    base, pages = site
+    too_wide = []
+    for viewport in PHONES:
+        context = await browser.new_context(viewport=viewport, is_mobile=True, has_touch=True)
+        page = await context.new_page()
+        for lang in INTERFACE_LANGUAGES:
+            for name, path in pages.items():
+                response = await page.goto(base + with_language(path, lang))
+                if response.status >= 500:
+                    too_wide.append(f"{name} ?lang={lang}: status {response.status}")
+                    continue
+                width, inner = await overflow(page)
+                if width > inner:
+                    sticking_out = await page.evaluate(WIDEST)
+                    too_wide.append(f"{name} ?lang={lang} at {inner}px: {width}px {sticking_out}")
+        await context.close()
+    assert not too_wide, "\n".join(too_wide)
+
+
+async def test_a_persian_petition_is_right_to_left_and_fits(browser, site):
+    """The case a signer met: a Persian statement turned the page right-to-left and the
+    off-screen honeypot made it 10,360 pixels wide, with the Sign button out of reach."""
+    base, pages = site
+    context = await browser.new_context(viewport=PHONES[1], is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    for name in ("persian petition", "persian embed"):
+        await page.goto(base + pages[name])
+        assert await page.evaluate("document.documentElement.dir") == "rtl"
+        width, inner = await overflow(page)
+        assert width <= inner, await page.evaluate(WIDEST)
+        button = page.locator("#sign-individual button[type=submit]")
+        await button.scroll_into_view_if_needed()
+        box = await button.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= inner
+        assert box["height"] >= 44
+    await context.close()
+
+
+async def test_form_controls_are_big_enough_to_tap(browser, site):
+    base, pages = site
+    context = await browser.new_context(viewport=PHONES[1], is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    await page.goto(base + pages["petition"] + "#sign")
+    small = await page.evaluate(
+        """() => [...document.querySelectorAll(
+              '.sign-form:not([hidden]) input:not([type=hidden]):not([tabindex="-1"]), '
+              + '.sign-form select, .sign-form textarea, .sign-form button, .kind-switch button')]
+            .filter(el => el.offsetParent !== null)
+            .map(el => [el.closest('label') || el, el.name || el.textContent.trim()])
+            .map(([box, name]) => [name, Math.round(box.getBoundingClientRect().height)])
+            .filter(([name, height]) => height < 44)"""
+    )
+    assert small == []
+    await context.close()
+
+
+async def test_screenshots_of_the_main_pages(browser, site):
+    base, pages = site
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for viewport in ({"width": 360, "height": 740}, {"width": 1280, "height": 800}):
+        context = await browser.new_context(viewport=viewport)
+        page = await context.new_page()
+        size = f"{viewport['width']}x{viewport['height']}"
+        for lang in ("en", "fa", "ar"):
+            for name in ("petition", "signatures", "thanks", "verified"):
+                await page.goto(base + with_language(pages[name], lang))
+                path = SCREENSHOTS / f"{name}-{lang}-{size}.png"
+                await page.screenshot(path=path, full_page=True)
+                assert path.stat().st_size > 0
+        await context.close()
