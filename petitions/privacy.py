@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .crypto import ENCRYPTED_FIELDS, ENCRYPTED_OUTBOX_FIELDS
-from .i18n import N_, _, format_list
+from .i18n import N_, _, format_list, pgettext
 from .personal import public_columns
 from .retention import STRIP_EMAIL
 from .settings import Settings
@@ -137,6 +137,17 @@ DISPLAY_LABELS = {
     Display.INITIALS: N_("Initials"),
     Display.ANONYMOUS: N_("Anonymous"),
 }
+
+def _choice_in_sentence(display: Display) -> str:
+    """A display choice named inside a sentence ("only if the signature is public"):
+    its own texts, since lower-casing a label is wrong in German."""
+    # The context is spelled out in each call: the extractor reads literals only.
+    return {
+        Display.PUBLIC: pgettext("display choice in a sentence", "public"),
+        Display.INITIALS: pgettext("display choice in a sentence", "initials"),
+        Display.ANONYMOUS: pgettext("display choice in a sentence", "anonymous"),
+    }[display]
+
 
 # The fields public_entry gives out, as the page names them, in the page's order.
 PUBLIC_FIELD_LABELS = {
@@ -281,7 +292,7 @@ def privacy_facts(settings: Settings) -> PrivacyFacts:
 
     def clear_for(column: str) -> list[str]:
         return [
-            _(DISPLAY_LABELS[d]).lower() for d in Display if any(column in clear[k, d] for k in Kind)
+            _choice_in_sentence(d) for d in Display if any(column in clear[k, d] for k in Kind)
         ]
 
     stored = [

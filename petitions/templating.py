@@ -84,7 +84,7 @@ def make_templates() -> Jinja2Templates:
         organisation_type=organisation_type_label,
         # Lists joined as the current language joins them ("a, b or c").
         or_list=lambda items: i18n.format_list(items, "or"),
-        unit_list=lambda items: i18n.format_list(items, "unit"),
+        and_list=lambda items: i18n.format_list(items, "standard"),
     )
     env.globals.update(
         country_options=country_options,

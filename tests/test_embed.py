@@ -32,7 +32,7 @@ async def test_embed_form_signs_with_no_cookies_at_all(client, conn):
         headers={"Origin": "http://testserver"},
     )
     assert response.status_code == 303
-    assert response.headers["location"] == "http://testserver/p/release-them/embed?signed=1"
+    assert response.headers["location"] == "http://testserver/p/release-them/embed?signed=1#main"
     assert "set-cookie" not in response.headers
     assert not client.cookies
     row = await conn.fetchrow("SELECT name, status, ref FROM signatures")
@@ -99,6 +99,25 @@ async def test_badge_is_a_cacheable_svg_with_count_and_goal(client, conn):
     )
     assert again.status_code == 304
     assert (await client.get("/p/missing/badge.svg")).status_code == 404
+
+
+async def test_the_badge_speaks_the_language_asked_for_and_only_that_one(client, conn):
+    pid = await make_petition(conn, goal=5000)
+    for _ in range(3):
+        await add_signature(conn, pid)
+
+    def texts(response):
+        svg = ElementTree.fromstring(response.content)
+        return [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+
+    english = await client.get("/p/release-them/badge.svg", headers={"Accept-Language": "fa"})
+    assert texts(english) == ["signatures", "3 of 5,000"]  # other sites' pages: no guessing
+    persian = await client.get("/p/release-them/badge.svg?lang=fa")
+    label, value = texts(persian)
+    assert label != "signatures" and "۳" in value and "۵٬۰۰۰" in value
+    assert persian.headers["etag"] != english.headers["etag"]
+    odd = await client.get("/p/release-them/badge.svg?lang=%00xx")
+    assert odd.status_code == 200 and texts(odd) == ["signatures", "3 of 5,000"]
 
 
 async def test_embed_js_is_small_and_dependency_free(client):

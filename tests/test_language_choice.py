@@ -385,7 +385,7 @@ async def test_signing_without_lang_records_the_negotiated_language(
         "/p/release-them/sign", data={**SIGNER, "form_token": token},
         headers={"Accept-Language": "ar, en;q=0.5"},
     )  # fmt: skip
-    assert signed.headers["location"] == "http://testserver/p/release-them/thanks"
+    assert signed.headers["location"] == "http://testserver/p/release-them/thanks#main"
     [row] = await opened_signatures(conn)
     assert row["language"] == "ar"
     await deliver_due(app.state.db, mail_settings)

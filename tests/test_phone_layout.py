@@ -95,6 +95,25 @@ async def test_no_public_page_scrolls_sideways_on_a_phone_in_any_language(browse
     assert not too_wide, "\n".join(too_wide)
 
 
+async def test_a_laptop_at_200_percent_zoom_reflows(browser, site):
+    """A 1280x800 window zoomed to 200% lays pages out 640 CSS pixels wide: between the
+    phone and the desktop layouts, where a fixed width would show first."""
+    base, pages = site
+    context = await browser.new_context(
+        viewport={"width": 640, "height": 400}, device_scale_factor=2
+    )
+    page = await context.new_page()
+    too_wide = []
+    for lang in ("en", "fa", "de"):
+        for name, path in pages.items():
+            await page.goto(base + with_language(path, lang))
+            width, inner = await overflow(page)
+            if width > inner:
+                too_wide.append(f"{name} ?lang={lang}: {width}px {await page.evaluate(WIDEST)}")
+    await context.close()
+    assert not too_wide, "\n".join(too_wide)
+
+
 async def test_a_persian_petition_is_right_to_left_and_fits(browser, site):
     """The case a signer met: a Persian statement turned the page right-to-left and the
     off-screen honeypot made it 10,360 pixels wide, with the Sign button out of reach."""

@@ -18,7 +18,7 @@ from petitions.privacy import (
 
 
 def text_of(html: str) -> str:
-    main = html.split('<main id="main" class="wrap">', 1)[1].split("</main>", 1)[0]
+    main = re.split(r"<main\b[^>]*>", html, maxsplit=1)[1].split("</main>", 1)[0]
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", main)).split())
 
 

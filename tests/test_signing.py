@@ -63,7 +63,7 @@ async def test_individual_signs_confirms_appears_and_withdraws(
     await make_petition(conn)
     response = await sign(client, INDIVIDUAL)
     assert response.status_code == 303
-    assert response.headers["location"] == "http://testserver/p/release-them/thanks"
+    assert response.headers["location"] == "http://testserver/p/release-them/thanks#main"
     assert "Check your email" in (await client.get(response.headers["location"])).text
 
     [row] = await opened_signatures(conn)  # the personal fields are sealed

@@ -11,7 +11,9 @@ from starlette.responses import Response, StreamingResponse
 
 from ..counters import CountSnapshot
 from ..events import CLOSE, LiveEvent, TooManySubscribers
-from ..i18n import _
+from ..i18n import DEFAULT_LANGUAGE, _, interface_language
+from ..i18n import language as use
+from ..numbers import format_number
 
 KEEPALIVE_SECONDS = 15.0
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
@@ -42,16 +44,21 @@ async def count_json(request: Request) -> Response:
 
 
 async def badge_svg(request: Request) -> Response:
+    # Badges sit on other sites' pages, cached by everyone: English unless `?lang=` asks.
+    language = interface_language(request.query_params.get("lang")) or DEFAULT_LANGUAGE
     snapshot = await petition_snapshot(request)
-    body = badge(snapshot).encode()
-    return _cached(request, body, snapshot.etag[:-1] + '-svg"', "image/svg+xml", 60)
+    with use(language):
+        body = badge(snapshot).encode()
+    return _cached(request, body, f'{snapshot.etag[:-1]}-svg-{language}"', "image/svg+xml", 60)
 
 
 def badge(snapshot: CountSnapshot) -> str:
-    """A flat two-part badge: "signatures" | "1,234 of 5,000"."""
-    count = f"{snapshot.counts.total:,}"
-    value = f"{count} of {snapshot.petition.goal:,}" if snapshot.petition.goal else count
-    label = "signatures"
+    """A flat two-part badge: "signatures" | "1,234 of 5,000", in the current language."""
+    count = format_number(snapshot.counts.total)
+    goal = snapshot.petition.goal
+    value = _("%(count)s of %(goal)s", count=count, goal=format_number(goal)) if goal else count
+    # Translators: the label of the counter badge, before the number.
+    label = escape(_("signatures"))
     left = 10 + 7 * len(label)
     right = 10 + 7 * len(value)
     width = left + right

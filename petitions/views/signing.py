@@ -61,7 +61,9 @@ async def _sign(request: Request, embedded: bool) -> Response:
         done_url = lang_url(request.url_for("embed", slug=petition.slug), signed=1)
     else:
         done_url = lang_url(request.url_for("thanks", slug=petition.slug))
-    done = RedirectResponse(done_url, status_code=303)
+    # The form posts to ...#sign-errors so a rejected submit opens at its errors; a
+    # Location without a fragment would inherit that one, so name where to land.
+    done = RedirectResponse(f"{done_url}#main", status_code=303)
 
     async def again(errors: dict) -> Response:
         if embedded:
