@@ -42,7 +42,9 @@ class Stored:
 
 # Every column of `signatures`, in the order a signer meets them.
 STORED: tuple[Stored, ...] = (
-    Stored(N_("Your name"), ("name",), N_("to list you as you chose, and for the campaign's records")),
+    Stored(
+        N_("Your name"), ("name",), N_("to list you as you chose, and for the campaign's records")
+    ),
     Stored(
         N_("Your email address"),
         ("email",),
@@ -50,7 +52,9 @@ STORED: tuple[Stored, ...] = (
     ),
     Stored(N_("Country"), ("country",), N_("for the counts by country")),
     Stored(N_("City"), ("city",), N_("shown with a public signature")),
-    Stored(N_("Occupation or role"), ("occupation",), N_("shown with public and initials signatures")),
+    Stored(
+        N_("Occupation or role"), ("occupation",), N_("shown with public and initials signatures")
+    ),
     Stored(N_("Organisation name"), ("organisation",), N_("for organisation signatures")),
     Stored(N_("Organisation type"), ("organisation_type",), N_("for organisation signatures")),
     Stored(N_("Number of members"), ("members",), N_("for organisation signatures")),
@@ -62,7 +66,9 @@ STORED: tuple[Stored, ...] = (
         ("kind", "display"),
         N_("public, initials or anonymous, as you chose"),
     ),
-    Stored(N_("Whether you want updates"), ("updates",), N_("you can stop them from any update email")),
+    Stored(
+        N_("Whether you want updates"), ("updates",), N_("you can stop them from any update email")
+    ),
     Stored(
         N_("Language, referrer code and the version of the statement you signed"),
         ("language", "ref", "version_id"),
@@ -137,6 +143,7 @@ DISPLAY_LABELS = {
     Display.INITIALS: N_("Initials"),
     Display.ANONYMOUS: N_("Anonymous"),
 }
+
 
 def _choice_in_sentence(display: Display) -> str:
     """A display choice named inside a sentence ("only if the signature is public"):
@@ -291,9 +298,7 @@ def privacy_facts(settings: Settings) -> PrivacyFacts:
     clear = {(k, d): _clear_columns(k, d) for k in Kind for d in Display}
 
     def clear_for(column: str) -> list[str]:
-        return [
-            _choice_in_sentence(d) for d in Display if any(column in clear[k, d] for k in Kind)
-        ]
+        return [_choice_in_sentence(d) for d in Display if any(column in clear[k, d] for k in Kind)]
 
     stored = [
         StoredRow(
@@ -315,7 +320,9 @@ def privacy_facts(settings: Settings) -> PrivacyFacts:
         rejected_days=settings.retention_rejected_days,
         verify_link_days=VERIFY_TOKEN_AGE // 86400,
         anonymise_after_close_days=settings.anonymise_after_close_days or None,
-        kept_after_withdrawal=tuple(_(kept) for kept in dict.fromkeys(KEPT_AFTER_WITHDRAWAL.values())),
+        kept_after_withdrawal=tuple(
+            _(kept) for kept in dict.fromkeys(KEPT_AFTER_WITHDRAWAL.values())
+        ),
         emails_encrypted={"recipient", "body_text"} <= set(ENCRYPTED_OUTBOX_FIELDS),
         emails_stripped_when_sent="recipient = NULL" in STRIP_EMAIL
         and "body_text = NULL" in STRIP_EMAIL,

@@ -85,6 +85,7 @@ def organisation_type_label(value: str | None) -> str:
     label = ORGANISATION_TYPE_LABELS.get(value or "")
     return _(label) if label else ""
 
+
 # The statuses that count towards a petition's total (and appear in public lists).
 COUNTED = frozenset({Status.VERIFIED})
 

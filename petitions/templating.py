@@ -106,10 +106,15 @@ def make_templates() -> Jinja2Templates:
             request.app.state.settings.base_url, petition
         ),
         link_preview=lambda request, petition, count, lang: link_preview(
-            request.app.state.settings.base_url, petition, count, lang,
+            request.app.state.settings.base_url,
+            petition,
+            count,
+            lang,
             valid_ref(request.query_params.get("ref")),
         ),  # fmt: skip
     )
     # The request's language in links, and the language switcher (locales.py).
-    env.globals.update(lang_url=lang_url, link_language=link_language, language_links=_language_links)
+    env.globals.update(
+        lang_url=lang_url, link_language=link_language, language_links=_language_links
+    )
     return templates

@@ -8,6 +8,7 @@ from dataclasses import replace
 from html import unescape
 
 from conftest import add_signature, make_petition
+from petitions.i18n import format_list
 from petitions.privacy import (
     ENCRYPTED_FIELDS,
     INTERNAL_COLUMNS,
@@ -75,8 +76,8 @@ async def test_the_page_says_what_is_encrypted_and_what_is_public(client):
     assert "Your IP address is never stored" in text
     # The display choices, as public_entry gives them out.
     assert shown_publicly("individual", "initials")[0] == "initials"
-    assert "Individuals: " + ", ".join(shown_publicly("individual", "initials")) in text
-    assert "Organisations: " + ", ".join(shown_publicly("organisation", "public")) in text
+    assert "Individuals: " + format_list(shown_publicly("individual", "initials")) in text
+    assert "Organisations: " + format_list(shown_publicly("organisation", "public")) in text
     assert "Counted, never listed" in text
 
 
