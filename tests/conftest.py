@@ -289,3 +289,26 @@ async def count_is(client, expected: int, slug: str = "release-them", key: str =
 
 def minutes_ago(n: float) -> datetime:
     return datetime.now(UTC) - timedelta(minutes=n)
+
+
+@pytest.fixture
+async def browser():
+    """Headless Chromium (tests/browsers.py); the test is skipped without one."""
+    from browsers import CHROMIUM, chromium
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium on this machine")
+    async with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+async def site(settings, conn):
+    """Every public page (tests/public_pages.py), served on loopback: (base URL, paths)."""
+    from livekit import serving
+    from public_pages import make_public_pages
+
+    app = create_app(settings, run_outbox_worker=False)
+    pages = await make_public_pages(conn, app.state.tokens)
+    async with serving(app) as base:
+        yield base, pages

@@ -8,23 +8,11 @@ lists show what phones must wrap.
 
 from __future__ import annotations
 
-import shutil
-
+from browsers import BROWSER_ARGS, CHROMIUM  # noqa: F401 (the browser tests import them from here)
 from conftest import add_signature, make_petition
 from petitions.i18n import LANGUAGES
 from petitions.petitions import StatementText, create_petition
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# As in test_browser.py: Debian's Chromium, no network but loopback.
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONES = ({"width": 320, "height": 640}, {"width": 360, "height": 740})
 INTERFACE_LANGUAGES = tuple(LANGUAGES)
 

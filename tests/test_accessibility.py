@@ -13,43 +13,20 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from browsers import needs_chromium
 from conftest import opened_signatures
-from livekit import serving
-from petitions.app import create_app
-from public_pages import BROWSER_ARGS, CHROMIUM, PHONES, make_public_pages, with_language
+from public_pages import PHONES, make_public_pages, with_language
 
-if CHROMIUM is None and os.environ.get("CI"):
-    pytest.fail("CI must install Debian's chromium for the browser tests", pytrace=False)
 pytestmark = pytest.mark.slow  # a real browser or a Java program: seconds per test
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
 
 AXE_PAGES = ("petition", "persian petition", "signatures", "thanks", "verified", "embed")
 SERIOUS = ("serious", "critical")
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def site(settings, conn):
-    app = create_app(settings, run_outbox_worker=False)
-    pages = await make_public_pages(conn, app.state.tokens)
-    async with serving(app) as base:
-        yield base, pages
 
 
 def serious_findings(results: dict) -> list[str]:

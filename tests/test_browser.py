@@ -7,37 +7,17 @@ browser blocks third-party cookies, as Safari, Firefox and Chrome now do.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from browsers import chromium, needs_chromium
 from conftest import make_petition, wait_until
 from livekit import serving
 from petitions.app import create_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-if CHROMIUM is None and os.environ.get("CI"):
-    pytest.fail("CI must install Debian's chromium for the browser tests", pytrace=False)
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine"),
-    pytest.mark.slow,  # a real browser: seconds per test
-]
-
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--test-third-party-cookie-phaseout",  # block third-party cookies, as browsers now do
-]
+pytestmark = [needs_chromium, pytest.mark.slow]  # a real browser: seconds per test
 
 
 def foreign_site(base: str) -> Starlette:
@@ -57,12 +37,9 @@ def foreign_site(base: str) -> Starlette:
 
 @pytest.fixture
 async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    # Block third-party cookies, as browsers now do: the embed must not need them.
+    async with chromium("--test-third-party-cookie-phaseout") as browser:
         yield browser
-        await browser.close()
 
 
 async def test_foreign_site_embeds_counter_and_signs_in_an_iframe(browser, settings, conn):

@@ -122,7 +122,7 @@ async def test_after_a_bad_submission_from_such_a_country_the_note_stands_out(cl
 
 @pytest.mark.slow  # a real browser
 async def test_with_javascript_the_note_appears_when_such_a_country_is_chosen(settings, conn):
-    from test_browser import BROWSER_ARGS, CHROMIUM
+    from browsers import BROWSER_ARGS, CHROMIUM
 
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine")

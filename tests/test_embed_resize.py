@@ -12,8 +12,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
-from test_browser import BROWSER_ARGS, CHROMIUM
 
+from browsers import CHROMIUM
 from conftest import add_signature, make_petition, wait_until
 from livekit import serving
 from petitions.app import create_app
@@ -28,16 +28,6 @@ SLUG = "release-them"
 PHONE = {"width": 360, "height": 740}
 SIGN_FRAME = "#" + frame_id(SLUG, "ref=website")
 COUNTER_FRAME = "#" + frame_id(SLUG, "form=0")
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        yield chromium
-        await chromium.close()
 
 
 # Every message the union's page receives, in order; registered after the snippets'

@@ -10,28 +10,18 @@ test-artifacts/screenshots/ (gitignored): they are for people to look at, not as
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from livekit import serving
-from petitions.app import create_app
+from browsers import needs_chromium
 from public_pages import (
-    BROWSER_ARGS,
-    CHROMIUM,
     INTERFACE_LANGUAGES,
     PHONES,
-    make_public_pages,
     with_language,
 )
 
-if CHROMIUM is None and os.environ.get("CI"):
-    pytest.fail("CI must install Debian's chromium for the browser tests", pytrace=False)
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine"),
-    pytest.mark.slow,  # a real browser: seconds per test
-]
+pytestmark = [needs_chromium, pytest.mark.slow]  # a real browser: seconds per test
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 # What sticks out sideways, for the failure message.
@@ -46,24 +36,6 @@ WIDEST = """() => {
   }
   return out.slice(0, 8);
 }"""
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def site(settings, conn):
-    app = create_app(settings, run_outbox_worker=False)
-    pages = await make_public_pages(conn, app.state.tokens)
-    async with serving(app) as base:
-        yield base, pages
 
 
 async def overflow(page) -> tuple[int, int]:

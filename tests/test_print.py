@@ -258,7 +258,8 @@ async def test_linked_from_the_admin_once_published(app, conn):
 @pytest.fixture
 async def browser():
     from playwright.async_api import async_playwright
-    from test_browser import BROWSER_ARGS, CHROMIUM
+
+    from browsers import BROWSER_ARGS, CHROMIUM
 
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine")

@@ -218,7 +218,7 @@ async def test_sign_confirm_and_withdraw_with_javascript_off(
 ):
     """Tor Browser's safest level: no JavaScript. The whole loop still works, and the
     browser asks nothing of any other site."""
-    from test_browser import BROWSER_ARGS, CHROMIUM
+    from browsers import BROWSER_ARGS, CHROMIUM
 
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine")

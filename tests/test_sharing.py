@@ -297,7 +297,7 @@ async def test_share_image_of_a_draft_or_unknown_petition_is_404(client, conn):
 
 @pytest.mark.slow  # a real browser
 async def test_copy_link_in_a_browser_loads_nothing_from_elsewhere(settings, conn):
-    from test_browser import BROWSER_ARGS, CHROMIUM
+    from browsers import BROWSER_ARGS, CHROMIUM
 
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine")
