@@ -27,10 +27,23 @@ from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po, write_po
 
-from .i18n import DEFAULT_LANGUAGE, DOMAIN, LANGUAGES, TRANSLATIONS_DIR
+from .i18n import DEFAULT_LANGUAGE, DOMAIN, LANGUAGES
+from .paths import PACKAGE_DIR
 
-ROOT = TRANSLATIONS_DIR.parent.parent  # the source tree (babel.cfg, templates/, petitions/)
+
+def _source_tree() -> Path:
+    """The checkout whose catalogues this keeps (babel.cfg, templates/, petitions/): the
+    package's own folder in a checkout or an editable install; else (the package
+    installed from a wheel, as CI tests it) the current folder when it is a checkout."""
+    for candidate in (PACKAGE_DIR.parent, Path.cwd()):
+        if (candidate / "babel.cfg").is_file():
+            return candidate
+    return PACKAGE_DIR.parent
+
+
+ROOT = _source_tree()
 MAPPING_FILE = ROOT / "babel.cfg"
+TRANSLATIONS_DIR = ROOT / "petitions" / "translations"  # the sources, not the installed copy
 TEMPLATE_FILE = TRANSLATIONS_DIR / f"{DOMAIN}.pot"
 COMMENT_TAGS = ("Translators:",)
 # The Jinja extractor by its import path, so extraction needs no entry point lookup.
