@@ -245,19 +245,28 @@ def main() -> None:
     parser.add_argument("--export-rows", type=int, default=20_000)
     args = parser.parse_args()
 
+    micro(2000)
+
+    async def run(url: str) -> None:
+        await sign_path(url, args.signatures)
+        await export_path(url, args.export_rows)
+
+    on_embedded_database("petitions-crypto-bench-", run)
+
+
+def on_embedded_database(prefix: str, work) -> None:
+    """Run `work(url)` against a migrated database on a temporary embedded PostgreSQL."""
     from petitions.db import ensure_database, start_embedded_server, with_database_name
     from petitions.migrations import migrate
 
-    micro(2000)
-    server = start_embedded_server(Path(tempfile.mkdtemp(prefix="petitions-crypto-bench-")))
+    server = start_embedded_server(Path(tempfile.mkdtemp(prefix=prefix)))
     try:
         url = with_database_name(server.get_uri(), "bench")
 
         async def run() -> None:
             await ensure_database(server.get_uri(), "bench")
             await migrate(url)
-            await sign_path(url, args.signatures)
-            await export_path(url, args.export_rows)
+            await work(url)
 
         asyncio.run(run())
     finally:

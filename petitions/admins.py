@@ -11,6 +11,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
 
+from . import totp
+
 ROLES = ("owner", "editor")
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -163,6 +165,23 @@ async def change_admin(
             role,
         )
     return AdminUser(**dict(updated))
+
+
+async def reset_second_factor(conn: asyncpg.Connection, email: str) -> None:
+    """Recovery (`petitions reset-totp`): remove an admin's second factor and end their
+    sessions, so that they log in with their password and set up a new one."""
+    email = normalise_admin_email(email)
+    async with conn.transaction():
+        admin_id = await conn.fetchval("SELECT id FROM admins WHERE email = $1", email)
+        if admin_id is None:
+            raise AdminError(f"There is no admin with the email {email}.")
+        await totp.remove(conn, admin_id)
+        await conn.execute("DELETE FROM admin_sessions WHERE admin_id = $1", admin_id)
+        await conn.execute(
+            "INSERT INTO audit_log (admin_id, action, details) "
+            "VALUES ($1, 'admin.totp.reset', '{\"by\": \"command line\"}')",
+            admin_id,
+        )
 
 
 async def change_password(conn: asyncpg.Connection, admin_id: int, current: str, new: str) -> str:

@@ -21,6 +21,7 @@ from .auth import AdminSessions, session_key
 from .crypto import cipher_for
 from .db import open_database, raw_connection
 from .events import LiveHub
+from .hosts import SiteOrigin
 from .i18n import N_, _
 from .locales import ChooseLanguage
 from .mail import Mailer
@@ -35,10 +36,15 @@ from .templating import make_templates
 from .tokens import Tokens
 from .views import (
     admin,
+    admin_account,
     admin_export,
+    admin_free_mail,
+    admin_invalidation,
     admin_moderation,
     admin_outbox,
     admin_petitions,
+    admin_screening,
+    admin_trending,
     admin_updates,
     admin_users,
     embed,
@@ -93,6 +99,7 @@ admin_routes = [
     Route("/admin/login", admin.login, methods=GET_POST, name="admin_login"),
     Route("/admin/logout", admin.logout, methods=GET_POST, name="admin_logout"),
     Route("/admin/password", admin.password, methods=GET_POST, name="admin_password"),
+    Route("/admin/account/totp", admin_account.totp_page, methods=GET_POST, name="admin_totp"),
     Route("/admin/petitions/new", admin_petitions.new_petition, methods=GET_POST,
           name="admin_new_petition"),
     Route("/admin/petitions/{slug}", admin_petitions.edit_petition, methods=GET_POST,
@@ -105,11 +112,18 @@ admin_routes = [
     Route("/admin/petitions/{slug}/embed", admin_petitions.embed_help, name="admin_embed"),
     Route("/admin/petitions/{slug}/updates", admin_updates.updates, methods=GET_POST,
           name="admin_updates"),
+    Route("/admin/trending", admin_trending.trending_page, name="admin_trending"),
+    Route("/admin/invalidations", admin_invalidation.invalidations, methods=GET_POST,
+          name="admin_invalidations"),
     # Owners only:
     Route("/admin/outbox", admin_outbox.outbox, methods=GET_POST, name="admin_outbox"),
     Route("/admin/outbox/{id}", admin_outbox.outbox_message, name="admin_outbox_message"),
     Route("/admin/users", admin_users.users, methods=GET_POST, name="admin_users"),
+    Route("/admin/free-mail", admin_free_mail.free_mail, methods=GET_POST,
+          name="admin_free_mail"),
     Route("/admin/users/{id}", admin_users.change_user, methods=["POST"], name="admin_user"),
+    Route("/admin/screening", admin_screening.screening, methods=GET_POST,
+          name="admin_screening"),
 ]  # fmt: skip
 
 
@@ -186,9 +200,12 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            Middleware(ChooseLanguage),  # outermost: error pages are in the chosen language too
+            # Outermost: an unknown Host is refused, and from here on every absolute
+            # address is BASE_URL's (hosts.py).
+            Middleware(SiteOrigin),
+            Middleware(ChooseLanguage),  # error pages are in the chosen language too
             Middleware(RequestCounter, metrics=metrics, routes=routes),
-            Middleware(SecurityHeaders),
+            Middleware(SecurityHeaders, hsts=settings.base_url.startswith("https://")),
             Middleware(BodySizeLimit, larger={"/admin/": ADMIN_MAX_BODY_BYTES}),
             Middleware(
                 AdminSessions,

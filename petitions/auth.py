@@ -1,15 +1,20 @@
-"""Admin login: passwords, sessions in signed cookies, CSRF tokens, login throttling, roles.
+"""Admin login: passwords, a second factor, server-side sessions, CSRF tokens, roles.
 
 - Sessions live in a cookie signed with a key derived from SECRET_KEY
   (Starlette's SessionMiddleware, itsdangerous), scoped to `/admin`: HttpOnly,
-  SameSite=Lax, Secure when BASE_URL is https. The session names the admin and
-  carries a fingerprint of their password hash, so a new password (or a
-  disabled account) ends every session at once.
+  SameSite=Lax, Secure when BASE_URL is https. The cookie carries a random
+  session id whose hash is a row of `admin_sessions`: logging out deletes the
+  row, so a copy of the cookie stops working too. The session also carries a
+  fingerprint of the admin's password hash, so a new password (or a disabled
+  account) ends every other session at once.
+- An admin with a second factor (totp.py) gives a code after the password: the
+  session is then only "waiting for a code" for a few minutes, and logged in
+  once the code is right.
 - Every admin form carries a CSRF token: a random value kept in the session,
   compared in constant time.
-- Failed logins are counted per email and per client network (IPv4 /24, IPv6
-  /48) in `throttle_counters`; past the limit, further attempts are refused
-  for the rest of the period without checking the password.
+- Failed passwords and codes slow the one who fails, never lock the account
+  (login_throttle.py; a known browser keeps its own allowance, devices.py).
+  An unknown email costs the same Argon2 work as a known one.
 """
 
 from __future__ import annotations
@@ -24,15 +29,18 @@ from datetime import timedelta
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+import asyncpg
 from databases import Database
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import audit, throttle
+from . import audit, login_throttle, totp
 from .admins import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, password_matches
 from .clients import client_network
+from .crypto import Cipher
 from .db import raw_connection
+from .devices import device_of
 from .fields import has_forbidden_characters
 from .keys import derive_key
 
@@ -40,11 +48,8 @@ SESSION_COOKIE = "petitions_admin"
 SESSION_MAX_AGE = 12 * 3600  # seconds without a request before a session ends
 SESSION_LIFETIME = 7 * 24 * 3600  # seconds after logging in when it ends anyway
 SESSION_REFRESH = 600  # the cookie is renewed at most this often (it carries the idle limit)
+CODE_WAIT = 5 * 60  # seconds to give the second factor's code after the password
 CSRF_FIELD = "csrf_token"
-
-LOGIN_PERIOD = timedelta(minutes=15)
-MAX_FAILURES_PER_EMAIL = 5
-MAX_FAILURES_PER_NETWORK = 20  # an office of admins shares one network
 
 ROLES = ("owner", "editor")
 
@@ -54,6 +59,7 @@ class Admin:
     id: int
     email: str
     role: str
+    has_totp: bool = False
 
     @property
     def is_owner(self) -> bool:
@@ -102,8 +108,14 @@ def _fingerprint(secret_key: str, admin_id: int, password_hash: str) -> str:
 class LoginOutcome:
     admin: Admin | None = None
     fingerprint: str = ""
-    throttled: bool = False
+    retry_after: int = 0  # seconds: slowed down, nothing was checked
     disabled: bool = False
+    needs_code: bool = False  # the password is right; the second factor's code is next
+    device: str | None = None  # this browser's device id, when its cookie is this admin's
+
+    @property
+    def throttled(self) -> bool:
+        return self.retry_after > 0
 
 
 @lru_cache(maxsize=1)
@@ -111,52 +123,50 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(24))
 
 
-def _bucket(secret_key: str, kind: str, value: str) -> str:
-    key = derive_key(secret_key, "login-throttle")
-    return f"login:{kind}:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+_ADMIN_COLUMNS = "id, email, role, disabled, password_hash, totp_secret IS NOT NULL AS has_totp"
 
 
 async def log_in(
-    db: Database, secret_key: str, email: str, password: str, client_address: str | None
+    db: Database,
+    secret_key: str,
+    email: str,
+    password: str,
+    client_address: str | None,
+    device_cookie: str | None = None,
 ) -> LoginOutcome:
-    """Check an email and password, counting failures; refuse when there were too many."""
+    """Check an email and password, counting failures; slow down whoever failed too often."""
     email = email.strip().lower()[:254]
     if has_forbidden_characters(email):
         email = ""  # counted as a failure like any other; never sent to the database
-    buckets = [(_bucket(secret_key, "email", email), MAX_FAILURES_PER_EMAIL)]
-    network = client_network(client_address)
-    if network:
-        buckets.append((_bucket(secret_key, "net", network), MAX_FAILURES_PER_NETWORK))
-
     async with raw_connection(db) as conn:
-        for bucket, limit in buckets:
-            if await throttle.recent_hits(conn, bucket, LOGIN_PERIOD) >= limit:
-                return LoginOutcome(throttled=True)
-        # Count the attempt before checking it, so that many attempts at once
-        # cannot all slip under the limit; a success takes it back.
-        for bucket, _ in buckets:
-            await throttle.add_hit(conn, bucket)
-        for bucket, limit in buckets:
-            if await throttle.recent_hits(conn, bucket, LOGIN_PERIOD) > limit:
-                return LoginOutcome(throttled=True)
-        row = await conn.fetchrow(
-            "SELECT id, email, role, disabled, password_hash FROM admins WHERE email = $1", email
+        row = None
+        if email:
+            row = await conn.fetchrow(
+                f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE email = $1", email
+            )
+        device = device_of(secret_key, device_cookie, row["id"] if row else None)
+        buckets = login_throttle.buckets_for(
+            secret_key, email, client_network(client_address), device
         )
+        wait = await login_throttle.begin_attempt(conn, buckets)
+    if wait:
+        return LoginOutcome(retry_after=wait)
 
     def check() -> bool:
-        stored = row["password_hash"] if row else _dummy_hash()  # same work for unknown emails
+        dummy = _dummy_hash()  # made on the first attempt, whichever email: no first-time tell
+        stored = row["password_hash"] if row else dummy  # the same work for unknown emails
         return password_matches(stored, password)
 
     matches = len(password) <= MAX_PASSWORD_LENGTH and await asyncio.to_thread(check)
     if row is None or not matches:
         async with raw_connection(db) as conn:
-            await throttle.drop_old(conn, "login:", timedelta(days=1))
+            await login_throttle.attempt_failed(conn)
         return LoginOutcome()
 
+    admin = Admin(row["id"], row["email"], row["role"], row["has_totp"])
     async with raw_connection(db) as conn, conn.transaction():
-        await throttle.forget(conn, buckets[0][0])
-        for bucket, _ in buckets[1:]:
-            await throttle.remove_hit(conn, bucket)
+        # With a second factor to come, the guesses at the code still count.
+        await login_throttle.attempt_succeeded(conn, buckets, complete=not admin.has_totp)
         if row["disabled"]:
             return LoginOutcome(disabled=True)
         password_hash = row["password_hash"]
@@ -165,22 +175,99 @@ async def log_in(
             await conn.execute(
                 "UPDATE admins SET password_hash = $2 WHERE id = $1", row["id"], password_hash
             )
-        await conn.execute("UPDATE admins SET last_login_at = now() WHERE id = $1", row["id"])
-        await audit.record(conn, row["id"], "admin.login")
-    admin = Admin(row["id"], row["email"], row["role"])
-    return LoginOutcome(admin, _fingerprint(secret_key, admin.id, password_hash))
+        if not admin.has_totp:
+            await _logged_in(conn, admin.id)
+    fingerprint = _fingerprint(secret_key, admin.id, password_hash)
+    return LoginOutcome(admin, fingerprint, needs_code=admin.has_totp, device=device)
+
+
+async def check_second_factor(
+    db: Database,
+    secret_key: str,
+    cipher: Cipher,
+    admin_id: int,
+    fingerprint: str,
+    code: str | None,
+    client_address: str | None,
+    device_cookie: str | None = None,
+) -> LoginOutcome:
+    """The code after the password; counted and slowed down like passwords."""
+    async with raw_connection(db) as conn:
+        row = await conn.fetchrow(f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE id = $1", admin_id)
+        if row is None or row["disabled"]:
+            return LoginOutcome(disabled=True)
+        if not hmac.compare_digest(
+            fingerprint, _fingerprint(secret_key, admin_id, row["password_hash"])
+        ):
+            return LoginOutcome()  # the password changed meanwhile: start again
+        device = device_of(secret_key, device_cookie, admin_id)
+        buckets = login_throttle.buckets_for(
+            secret_key, row["email"], client_network(client_address), device
+        )
+        wait = await login_throttle.begin_attempt(conn, buckets)
+        if wait:
+            return LoginOutcome(retry_after=wait)
+        if code is None or not await totp.check_code(conn, cipher, admin_id, code):
+            await login_throttle.attempt_failed(conn)
+            return LoginOutcome(needs_code=True)
+        async with conn.transaction():
+            await login_throttle.attempt_succeeded(conn, buckets, complete=True)
+            await _logged_in(conn, admin_id)
+    admin = Admin(row["id"], row["email"], row["role"], row["has_totp"])
+    return LoginOutcome(admin, fingerprint, device=device)
+
+
+async def _logged_in(conn: asyncpg.Connection, admin_id: int) -> None:
+    await conn.execute("UPDATE admins SET last_login_at = now() WHERE id = $1", admin_id)
+    await audit.record(conn, admin_id, "admin.login")
 
 
 # Sessions -------------------------------------------------------------------------
 
 
-def start_session(session: dict, admin: Admin, fingerprint: str) -> None:
-    """A fresh session (new CSRF token) for a freshly logged-in admin."""
+def _session_row_id(session_id: str) -> bytes:
+    return hashlib.sha256(session_id.encode()).digest()
+
+
+async def start_session(
+    conn: asyncpg.Connection, session: dict, admin: Admin, fingerprint: str
+) -> None:
+    """A fresh session (new id, new CSRF token) for a freshly logged-in admin."""
     session.clear()
+    session_id = secrets.token_urlsafe(32)
+    await conn.execute(
+        "DELETE FROM admin_sessions WHERE created_at < now() - $1::interval",
+        timedelta(seconds=SESSION_LIFETIME),
+    )
+    await conn.execute(
+        "INSERT INTO admin_sessions (id, admin_id) VALUES ($1, $2)",
+        _session_row_id(session_id),
+        admin.id,
+    )
     now = int(time.time())
     session.update(
-        admin=admin.id, key=fingerprint, csrf=secrets.token_urlsafe(32), since=now, seen=now
-    )
+        admin=admin.id, sid=session_id, key=fingerprint, csrf=secrets.token_urlsafe(32),
+        since=now, seen=now,
+    )  # fmt: skip
+
+
+def await_second_factor(session: dict, admin: Admin, fingerprint: str) -> None:
+    """The password was right: this browser may give the code for a few minutes."""
+    session.clear()
+    session.update(
+        pending=admin.id, pending_key=fingerprint, pending_since=int(time.time()),
+        csrf=secrets.token_urlsafe(32),
+    )  # fmt: skip
+
+
+def awaiting_second_factor(session: dict) -> tuple[int, str] | None:
+    """(admin id, password fingerprint) while this browser may give the code, else None."""
+    admin_id, key, since = (session.get(k) for k in ("pending", "pending_key", "pending_since"))
+    if not (isinstance(admin_id, int) and isinstance(key, str) and isinstance(since, int)):
+        return None
+    if not 0 <= int(time.time()) - since <= CODE_WAIT:
+        return None
+    return admin_id, key
 
 
 def refresh_session_key(session: dict, secret_key: str, admin_id: int, password_hash: str) -> None:
@@ -189,21 +276,45 @@ def refresh_session_key(session: dict, secret_key: str, admin_id: int, password_
 
 
 def end_session(session: dict) -> None:
+    """Forget the session in this browser (its row, if any, is revoke_session's)."""
     session.clear()
 
 
+async def revoke_session(conn: asyncpg.Connection, session: dict) -> None:
+    """Log out: the session ends on the server, for every copy of its cookie."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str):
+        await conn.execute("DELETE FROM admin_sessions WHERE id = $1", _session_row_id(session_id))
+    session.clear()
+
+
+async def end_other_sessions(conn: asyncpg.Connection, session: dict, admin_id: int) -> None:
+    session_id = session.get("sid")
+    await conn.execute(
+        "DELETE FROM admin_sessions WHERE admin_id = $1 AND id IS DISTINCT FROM $2",
+        admin_id,
+        _session_row_id(session_id) if isinstance(session_id, str) else None,
+    )
+
+
 async def current_admin(request: Request) -> Admin | None:
-    """The logged-in admin, or None (no session, a disabled account, a changed password)."""
+    """The logged-in admin, or None (no session, a revoked one, a disabled account, a
+    changed password)."""
     session = request.session
-    admin_id, since = session.get("admin"), session.get("since")
+    admin_id, since, session_id = session.get("admin"), session.get("since"), session.get("sid")
     now = int(time.time())
     if not isinstance(admin_id, int) or not isinstance(since, int):
         return None
-    if now - since > SESSION_LIFETIME:
+    if not isinstance(session_id, str) or now - since > SESSION_LIFETIME:
         return None
     async with raw_connection(request.app.state.db) as conn:
         row = await conn.fetchrow(
-            "SELECT id, email, role, password_hash FROM admins WHERE id = $1 AND NOT disabled",
+            """
+            SELECT a.id, a.email, a.role, a.password_hash, a.totp_secret IS NOT NULL AS has_totp
+              FROM admin_sessions s JOIN admins a ON a.id = s.admin_id
+             WHERE s.id = $1 AND a.id = $2 AND NOT a.disabled
+            """,
+            _session_row_id(session_id),
             admin_id,
         )
     secret_key = request.app.state.settings.secret_key
@@ -214,7 +325,7 @@ async def current_admin(request: Request) -> Admin | None:
     seen = session.get("seen")
     if not isinstance(seen, int) or now - seen >= SESSION_REFRESH:
         session["seen"] = now  # renews the cookie: idle time counts from here
-    return Admin(row["id"], row["email"], row["role"])
+    return Admin(row["id"], row["email"], row["role"], row["has_totp"])
 
 
 def csrf_token(session: dict) -> str:

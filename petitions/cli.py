@@ -1,4 +1,5 @@
-"""The `petitions` command: serve, migrate, worker, purge, rotate-key, demo, create-admin, export."""
+"""The `petitions` command: serve, migrate, worker, purge, rotate-key, demo, create-admin,
+reset-totp, export."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .crypto import DataKeyError
 from .db import asyncpg_dsn, database_url_for
 from .migrations import MigrationError
 from .sealing import prepare_database
+from .serving import ServerLimits, fitting_connections
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("petitions")
@@ -58,6 +60,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="app processes (default 1)")
     serve.add_argument("--no-worker", action="store_true", help="do not deliver email in-process")
+    # Limits against slow or oversized requests (serving.py; docs/operations.md).
+    limits = ServerLimits()
+    serve.add_argument("--max-header-bytes", type=int, default=limits.max_header_bytes,
+                       metavar="N", help="largest request line and headers, in bytes; "
+                       f"larger ones get 431 (default {limits.max_header_bytes})")
+    serve.add_argument("--header-timeout", type=float, default=limits.header_timeout,
+                       metavar="SECONDS", help="time a request has to send its headers "
+                       f"(default {limits.header_timeout:g})")
+    serve.add_argument("--keep-alive-timeout", type=int, default=limits.keep_alive_timeout,
+                       metavar="SECONDS", help="idle time before a kept-alive connection is "
+                       f"closed (default {limits.keep_alive_timeout})")
+    serve.add_argument("--max-connections", type=int, default=limits.max_connections,
+                       metavar="N", help="connections per process; beyond, requests get 503 "
+                       f"(default {limits.max_connections})")
+    serve.add_argument("--backlog", type=int, default=limits.backlog, metavar="N",
+                       help=f"connections waiting to be accepted (default {limits.backlog})")
     serve.set_defaults(command=cmd_serve)
 
     commands.add_parser("migrate", help="apply pending migrations").set_defaults(
@@ -97,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     admin.set_defaults(command=cmd_create_admin)
 
+    reset_totp = commands.add_parser(
+        "reset-totp",
+        help="remove an admin's second factor (a lost phone) and end their sessions",
+    )
+    reset_totp.add_argument("email")
+    reset_totp.set_defaults(command=cmd_reset_totp)
+
     export = commands.add_parser("export", help="write a petition's signatures as CSV")
     export.add_argument("slug", help="the petition's address, as in /p/SLUG")
     export.add_argument(
@@ -132,6 +157,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.port <= 65535 or not 1 <= args.workers <= 64:
         print("petitions: --port must be 1-65535 and --workers 1-64", file=sys.stderr)
         return 2
+    try:
+        limits = _server_limits(args)
+    except ValueError as error:
+        print(f"petitions: {error}", file=sys.stderr)
+        return 2
     with database_url_for(settings) as url:
         asyncio.run(prepare_database(url, settings))
         log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
@@ -141,7 +171,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                        # Event streams never end by themselves: cut them off on shutdown.
                        timeout_graceful_shutdown=5,
                        proxy_headers=bool(settings.trusted_proxies),
-                       forwarded_allow_ips=",".join(settings.trusted_proxies) or None)  # fmt: skip
+                       forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+                       **limits.uvicorn_options())  # fmt: skip
         if args.workers == 1:
             from .app import create_app
 
@@ -163,6 +194,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 **options,
             )
     return 0
+
+
+def _server_limits(args: argparse.Namespace) -> ServerLimits:
+    """The limits asked for, checked, and fitted to the open-file limit."""
+    checks = (
+        ("--max-header-bytes", args.max_header_bytes, 1024, 1024 * 1024),
+        ("--header-timeout", args.header_timeout, 0.5, 600),
+        ("--keep-alive-timeout", args.keep_alive_timeout, 1, 600),
+        ("--max-connections", args.max_connections, 16, 1_000_000),
+        ("--backlog", args.backlog, 16, 65535),
+    )
+    for option, value, low, high in checks:
+        if not low <= value <= high:
+            raise ValueError(f"{option} must be between {low:g} and {high:g}")
+    asked = ServerLimits(args.max_header_bytes, args.header_timeout, args.keep_alive_timeout,
+                         args.max_connections, args.backlog)  # fmt: skip
+    limits = fitting_connections(asked)
+    if limits.max_connections < asked.max_connections:
+        log.warning("only %d connections per process fit the open-file limit (ulimit -n); "
+                    "raise it to allow %d", limits.max_connections, asked.max_connections)  # fmt: skip
+    return limits
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -304,6 +356,30 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
             print(f"petitions: {error}", file=sys.stderr)
             return 2
     print(f"{'created' if created else 'updated'} {args.role} {args.email.strip()}")
+    return 0
+
+
+def cmd_reset_totp(args: argparse.Namespace, settings: Settings) -> int:
+    from .admins import AdminError, reset_second_factor
+
+    async def run(url: str) -> None:
+        await prepare_database(url, settings)
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            await reset_second_factor(conn, args.email)
+        finally:
+            await conn.close()
+
+    with database_url_for(settings) as url:
+        try:
+            asyncio.run(run(url))
+        except AdminError as error:
+            print(f"petitions: {error}", file=sys.stderr)
+            return 2
+    print(
+        f"removed the second factor of {args.email.strip()} and ended their sessions: "
+        "they log in with their password, then set up a new one"
+    )
     return 0
 
 

@@ -30,6 +30,8 @@ from .mail import Mailer, open_outbox
 from .retention import STRIP_EMAIL, enforce_retention
 from .settings import Settings
 from .signing import process_sign_reminders
+from .trending import CHECK_EVERY_SECONDS as TRENDING_EVERY_SECONDS
+from .trending import send_alerts
 
 log = logging.getLogger(__name__)
 
@@ -246,10 +248,13 @@ async def run_outbox_worker(
     listener = asyncio.create_task(
         _listen_for_mail(settings.database_url, wakeup), name="outbox-listener"
     )
-    retention = None
+    retention = trending = None
     if retention_every is not None:
         retention = asyncio.create_task(
             _retention_periodically(db, settings, stop, retention_every), name="retention"
+        )
+        trending = asyncio.create_task(
+            _trending_alerts_periodically(db, settings, stop), name="trending-alerts"
         )
     try:
         while not stop.is_set():
@@ -261,7 +266,7 @@ async def run_outbox_worker(
                 log.exception("outbox delivery failed; trying again shortly")
             await _any_of(wakeup, stop, at_most=poll_seconds)
     finally:
-        for task in (listener, retention):
+        for task in (listener, retention, trending):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -277,6 +282,20 @@ async def _retention_periodically(
         except Exception:  # the database may be restarting: log, and try at the next turn
             log.exception("applying the retention periods failed; trying again later")
         await _any_of(stop, at_most=every)
+
+
+async def _trending_alerts_periodically(
+    db: Database, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Tell the admins about networks and domains signing far above their usual rate
+    (trending.py), every few minutes."""
+    mailer = Mailer(settings)
+    while not stop.is_set():
+        try:
+            await send_alerts(db, mailer, settings.trending_alert_per_hour)
+        except Exception:  # the database may be restarting: log, and try at the next turn
+            log.exception("checking for trending sources failed; trying again later")
+        await _any_of(stop, at_most=TRENDING_EVERY_SECONDS)
 
 
 async def _any_of(*events: asyncio.Event, at_most: float) -> None:

@@ -25,10 +25,38 @@ def email_hash(secret_key: str, normalised_email: str) -> bytes:
     return hmac.new(key, normalised_email.encode(), hashlib.sha256).digest()
 
 
+# Domains whose mailboxes ignore dots in the local part, and the name they deliver as.
+DOTLESS_MAIL_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def normalise_mailbox(email: str) -> str:
+    """The mailbox an email is delivered to, as mail providers fold addresses: lower
+    case, no `+tag`, and for Gmail no dots and googlemail.com as gmail.com. For
+    counting emails per mailbox (mail caps), never for "same signer"."""
+    local, _, domain = normalise_email(email).rpartition("@")
+    local = local.split("+", 1)[0]
+    if domain in DOTLESS_MAIL_DOMAINS:
+        local, domain = local.replace(".", ""), DOTLESS_MAIL_DOMAINS[domain]
+    return f"{local}@{domain}"
+
+
+def mailbox_hash(secret_key: str, email: str) -> bytes:
+    """Keyed hash of the mailbox `email` is delivered to (normalise_mailbox)."""
+    key = derive_key(secret_key, "mailbox-hash")
+    return hmac.new(key, normalise_mailbox(email).encode(), hashlib.sha256).digest()
+
+
 def network_hash(secret_key: str, network: str) -> bytes:
     """Keyed hash of a client network (an IPv4 /24 or IPv6 /48) for abuse detection."""
     key = derive_key(secret_key, "network-hash")
     return hmac.new(key, network.encode(), hashlib.sha256).digest()
+
+
+def domain_hash(secret_key: str, domain: str) -> bytes:
+    """Keyed hash of an email's domain (lower case): the trending view and bulk
+    invalidation group and find signatures by it, never by the domain itself."""
+    key = derive_key(secret_key, "domain-hash")
+    return hmac.new(key, domain.encode(), hashlib.sha256).digest()
 
 
 def organisation_hash(secret_key: str, organisation: str, country: str) -> bytes:

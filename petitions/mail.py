@@ -13,6 +13,7 @@ from markupsafe import Markup
 
 from . import i18n
 from .crypto import OUTBOX_CONTEXT, Cipher, cipher_for
+from .keys import mailbox_hash
 from .markdown import render_markdown
 from .paths import TEMPLATES_DIR
 from .petitions import Petition, fetch_petition_by_id
@@ -22,6 +23,12 @@ from .tokens import Tokens
 # outbox.subject is at most 300 characters (migrations/0001_schema.sql); subjects are
 # made to fit before they reach it, the petition's title shortened with an ellipsis.
 MAX_SUBJECT = 300
+
+# The emails anyone can make us send by typing an address into a form: capped per
+# mailbox a day and per network an hour (migrations/0010_mail_caps.sql's
+# mail_admission), so nobody can bomb an inbox or relay mail through us. Updates
+# go only to confirmed signers who asked for them; tests and notices to admins.
+CAPPED_PURPOSES = ("verification", "reminder")
 
 
 def bounded(text: str, limit: int) -> str:
@@ -92,30 +99,41 @@ class Mailer:
             headers={"Content-Language": lang},
         )
 
-    def verification(self, petition: Petition, name: str, email: str, public_id: uuid.UUID):
+    # The confirmation and the reminder go to addresses nobody has confirmed yet:
+    # nothing a signer typed (name, organisation, comment) appears in them, so the
+    # form cannot make us mail someone else's words in the campaign's voice. Their
+    # subject is the petition's title (an admin's), their links are BASE_URL's.
+
+    def verification(self, petition: Petition, email: str, public_id: uuid.UUID):
         return self._compose(
             "verification",
             email,
             subject_line(i18n._("Please confirm your signature: %(title)s"), petition.title),
             petition=petition,
-            name=name,
             verify_url=self.link("verify", public_id),
             withdraw_url=self.link("withdraw", public_id),
         )
 
-    def reminder(
-        self, petition: Petition, name: str, email: str, public_id: uuid.UUID, status: str
-    ):
+    def reminder(self, petition: Petition, email: str, public_id: uuid.UUID, status: str):
         return self._compose(
             "reminder",
             email,
             subject_line(i18n._("You have already signed: %(title)s"), petition.title),
             petition=petition,
-            name=name,
             status=status,
             verify_url=self.link("verify", public_id),
             withdraw_url=self.link("withdraw", public_id),
         )
+
+    def trending_alert(self, recipient: str, sources: list, trending_url: str) -> OutgoingMessage:
+        """To an admin (in English, like the admin): sources signing far above their usual
+        rate, by keyed-hash label (trending.py), and the page to act on them."""
+        with i18n.language("en"):
+            return self._compose(
+                "trending_alert", recipient,
+                f"Signing alert: {len(sources)} source(s) far above their usual rate",
+                sources=sources, trending_url=trending_url,
+            )  # fmt: skip
 
     @property
     def message_id_domain(self) -> str:
@@ -161,17 +179,34 @@ class Mailer:
         purpose: str,
         signature_id: int | None = None,
         update_id: int | None = None,
+        network_hash: bytes | None = None,
     ) -> int:
-        """Queue `message`: its recipient, bodies and headers sealed (seal_outbox)."""
+        """Queue `message`: its recipient, bodies and headers sealed (seal_outbox).
+        An email of CAPPED_PURPOSES past a cap is stored 'suppressed', with nothing of
+        the message; `network_hash` is the network that asked for it."""
+        capped = purpose in CAPPED_PURPOSES
         return await conn.fetchval(
             """
-            INSERT INTO outbox (purpose, subject, sealed, message_id, signature_id, update_id)
-            VALUES ($1, $2, $3, $4, $5, $6)
+            INSERT INTO outbox (purpose, subject, sealed, message_id, signature_id, update_id,
+                                status)
+            VALUES ($1, $2, $3, $4, $5, $6,
+                    CASE WHEN $7 THEN mail_admission($8, $9, $10, $11) ELSE 'waiting' END)
             RETURNING id
             """,
             purpose, bounded(message.subject, MAX_SUBJECT), self.seal(message),
             message.message_id, signature_id, update_id,
+            capped, *self.admission_arguments(message.recipient, network_hash),
         )  # fmt: skip
+
+    def admission_arguments(self, recipient: str, network_hash: bytes | None) -> tuple:
+        """mail_admission's arguments for an email to `recipient` asked from the
+        network of `network_hash`: the keyed mailbox hash and the caps."""
+        return (
+            mailbox_hash(self.settings.secret_key, recipient),
+            network_hash,
+            self.settings.mail_per_mailbox_per_day,
+            self.settings.mail_per_network_per_hour,
+        )
 
     def seal(self, message: OutgoingMessage) -> bytes:
         return seal_outbox(

@@ -7,6 +7,8 @@ counts it holds in memory, and the outbox backlog read from the database.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import time
 
 from prometheus_client import (
@@ -18,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .db import raw_connection
@@ -54,6 +56,9 @@ class Metrics:
         self.started.set(time.time())
 
     async def render(self, request: Request) -> Response:
+        refusal = metrics_refusal(request)
+        if refusal is not None:
+            return refusal
         live = request.app.state.live
         self.subscribers.set(live.subscriber_count)
         self.listening.set(1 if live.connected.is_set() else 0)
@@ -83,6 +88,41 @@ class Metrics:
             media_type=CONTENT_TYPE_LATEST,
             headers={"Cache-Control": "no-store"},
         )
+
+
+def metrics_refusal(request: Request) -> Response | None:
+    """None when the caller may read the figures: from METRICS_NETWORKS (loopback by
+    default; the client as uvicorn saw it, through TRUSTED_PROXIES) or with
+    `Authorization: Bearer METRICS_TOKEN`. They name petitions and the outbox's backlog,
+    which is nobody else's business, and no public page needs them."""
+    settings = request.app.state.settings
+    if _in_networks(request.client.host if request.client else None, settings.metrics_networks):
+        return None
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if settings.metrics_token is None:
+        return _refuse(403, "Metrics are served to the monitoring networks only.", settings)
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+        credentials.strip().encode(), settings.metrics_token.encode()
+    ):
+        return None
+    return _refuse(401, "Metrics need the bearer token.", settings)
+
+
+def _in_networks(address: str | None, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def _refuse(status: int, text: str, settings) -> Response:
+    headers = {"Cache-Control": "no-store"}
+    if settings.metrics_token:
+        headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return PlainTextResponse(text + "\n", status, headers=headers)
 
 
 class RequestCounter:

@@ -84,6 +84,9 @@ class ModerationRow:
     # An organisation's signature that does not count while another one for the same
     # organisation (name and country) does: a second person signing for it.
     duplicate: bool = False
+    # Why a held signature was held when confirmed, if not for the reasons above: its
+    # network's or email domain's hourly limit (sign_limits.py), the block list.
+    hold_reason: str | None = None
 
 
 # The personal fields are sealed: the search finds keyed hashes (personal.py's blind
@@ -93,7 +96,7 @@ _LIST = f"""
 SELECT s.id, s.public_id, s.kind, s.status, s.display, s.sealed, s.name, s.email,
        s.organisation, s.organisation_type, s.country, s.city, s.occupation, s.website,
        s.members, s.comment, s.updates, s.ref, v.version, s.created_at, s.verified_at,
-       (s.kind = '{Kind.ORGANISATION}' AND NOT {counted_sql("s.status")}
+       s.hold_reason, (s.kind = '{Kind.ORGANISATION}' AND NOT {counted_sql("s.status")}
         AND {ORGANISATION_ALREADY_COUNTED}) AS duplicate
   FROM signatures s
   LEFT JOIN statement_versions v ON v.id = s.version_id

@@ -20,7 +20,8 @@ from .crypto import Cipher
 from .db import raw_connection
 from .mail import open_outbox
 
-STATUSES = ("waiting", "sent", "failed")
+# suppressed: past a mail cap (mail.CAPPED_PURPOSES), never sent; it keeps nothing of the message.
+STATUSES = ("waiting", "sent", "failed", "suppressed")
 PURPOSES = ("verification", "reminder", "update", "test", "notice")
 PAGE_SIZE = 50
 

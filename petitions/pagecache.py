@@ -4,8 +4,14 @@ When a statement goes viral, thousands of people open the same petition page
 and embed within seconds. Rendering it once per process every two seconds
 instead of once per visitor keeps the app fast; what changes in between (the
 count, the newest signatories) arrives through the live event stream anyway.
-Nothing personal is on these pages: the form token is bound to the petition,
-not to a visitor. A page is kept per language (locales.page_variant).
+Nothing personal is on these pages; the sign forms' tokens (bound to the
+petition, not to a visitor) are renewed in each copy served, since each token
+carries a bounded number of submissions. A page is kept per language (locales.page_variant).
+
+The key is the path, the query and what decides the language, nothing else: a page
+must never depend on another request header, or one visitor's header would be served
+to the next. The host is not in it because nothing in a page comes from the `Host`
+header: hosts.SiteOrigin makes every absolute address BASE_URL's (tests/test_hosts.py).
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ def cached_page(handler: Callable[[Request], Awaitable[Response]]):
         if hit is not None:
             body, media_type, fresh = hit
             if fresh or key in cache.rendering:
+                # Each visitor's sign forms get tokens of their own (their uses are bounded).
+                body = request.app.state.tokens.renew_form_tokens(body)
                 return Response(body, media_type=media_type)
         cache.rendering.add(key)
         try:

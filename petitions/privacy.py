@@ -87,6 +87,10 @@ STORED: tuple[Stored, ...] = (
             "withdrawn_at",
             "erased_at",
             "updated_at",
+            # a moderator's work: why it waits, and a bulk invalidation it is part of
+            "hold_reason",
+            "invalidation_id",
+            "invalidated_from",
         ),
         N_("to count confirmed signatures; public pages show times to the hour only"),
     ),
@@ -112,6 +116,12 @@ STORED: tuple[Stored, ...] = (
         N_("A keyed hash of your network (never your IP address)"),
         ("network_hash",),
         N_("to hold back floods of signatures from one place"),
+        hashed=True,
+    ),
+    Stored(
+        N_("A keyed hash of your email's domain (never the domain itself)"),
+        ("domain_hash",),
+        N_("to notice floods of signatures from one mail domain"),
         hashed=True,
     ),
 )

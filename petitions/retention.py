@@ -10,6 +10,10 @@ for how long"); the lifecycle moves are petitions/signature.py's:
   (the move `erase`: it keeps only what the counts need, and cannot be restored);
 - with ANONYMISE_AFTER_CLOSE_DAYS set, every signature of a petition loses its
   personal data that many days after the petition closed, and stays counted;
+- the mail caps' counts (migrations/0010_mail_caps.sql) are deleted after
+  MAIL_COUNTS_KEPT_DAYS: they only ever look at today;
+- a sign form token's count of uses (migrations/0009_sign_limits.sql) is deleted
+  once the token has expired (tokens.FORM_TOKEN_AGE after it was first used at the latest);
 - an email loses its recipient, bodies and headers as soon as SMTP accepts it
   (delivery.py strips it then; this pass catches any left over), and an email that
   failed for good after RETENTION_UNVERIFIED_DAYS.
@@ -32,16 +36,18 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from databases import Database
 
-from . import signature
+from . import sign_limits, signature
 from .db import raw_connection
 from .petitions import CLOSED_SINCE_SQL
 from .settings import Settings
+from .tokens import FORM_TOKEN_AGE
 
 log = logging.getLogger(__name__)
 
 # Any fixed number will do (migrations.py uses 7_342_001); every process takes the same.
 RETENTION_LOCK_KEY = 7_342_007
 BATCH_SIZE = 1_000
+MAIL_COUNTS_KEPT_DAYS = 2
 
 # What stripping an email removes: who it went to and what it said (links with
 # live tokens included). Status, purpose, subject, times and Message-ID stay.
@@ -62,6 +68,8 @@ class RetentionReport:
     anonymised: int = 0
     sent_emails_stripped: int = 0
     failed_emails_stripped: int = 0
+    mail_counts_deleted: int = 0
+    form_token_counts_deleted: int = 0
     skipped: bool = False  # another process was running a pass
 
     COUNTS = (
@@ -71,6 +79,8 @@ class RetentionReport:
         "anonymised",
         "sent_emails_stripped",
         "failed_emails_stripped",
+        "mail_counts_deleted",
+        "form_token_counts_deleted",
     )
 
     @property
@@ -144,6 +154,13 @@ async def _enforce(
         batch,
         lambda: _strip_emails(conn, "failed", days_ago(settings.retention_unverified_days), batch),
     )
+    report.mail_counts_deleted = await _in_batches(
+        batch, lambda: _delete_mail_counts(conn, days_ago(MAIL_COUNTS_KEPT_DAYS), batch)
+    )
+    token_expired = now - timedelta(seconds=FORM_TOKEN_AGE)
+    report.form_token_counts_deleted = await _in_batches(
+        batch, lambda: sign_limits.forget_used_form_tokens(conn, token_expired, batch)
+    )
     return report
 
 
@@ -206,3 +223,15 @@ async def _strip_emails(
     conn: asyncpg.Connection, status: str, created_before: datetime, batch: int
 ) -> int:
     return signature.rows_changed(await conn.execute(_STRIP_EMAILS, status, created_before, batch))
+
+
+_DELETE_MAIL_COUNTS = """
+DELETE FROM mail_counts c
+ USING (SELECT scope, key, window_start FROM mail_counts WHERE window_start < $1
+         ORDER BY window_start LIMIT $2 FOR UPDATE SKIP LOCKED) due
+ WHERE (c.scope, c.key, c.window_start) = (due.scope, due.key, due.window_start)
+"""
+
+
+async def _delete_mail_counts(conn: asyncpg.Connection, before: datetime, batch: int) -> int:
+    return signature.rows_changed(await conn.execute(_DELETE_MAIL_COUNTS, before, batch))

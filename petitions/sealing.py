@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from . import totp
 from .crypto import (
     OUTBOX_CONTEXT,
     Cipher,
@@ -250,6 +251,8 @@ async def rotate(
         report.remaining = tuple(await conn.fetchrow(_REMAINING, current))
         if report.remaining == (0, 0):
             break
+    async with conn.transaction():  # a handful of rows: the admins' second-factor secrets
+        await totp.reseal(conn, cipher)
     return report
 
 

@@ -21,9 +21,15 @@ def _frameable(path: str) -> bool:
     return path.startswith("/p/") and path.endswith("/embed")
 
 
+# Under https, browsers are told to use nothing else for a year (not for subdomains:
+# those may be other sites of the same organisation).
+HSTS = b"max-age=31536000"
+
+
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,6 +48,8 @@ class SecurityHeaders:
         ]
         if not frameable:
             headers.append((b"x-frame-options", b"DENY"))
+        if self.hsts:
+            headers.append((b"strict-transport-security", HSTS))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

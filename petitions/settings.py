@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -19,6 +20,14 @@ DEFAULT_RETENTION_UNVERIFIED_DAYS = 14
 DEFAULT_RETENTION_NETWORK_DAYS = 30
 DEFAULT_RETENTION_REJECTED_DAYS = 30
 MAX_RETENTION_DAYS = 3650
+DEFAULT_METRICS_NETWORKS = ("127.0.0.0/8", "::1/128")
+DEFAULT_TRENDING_ALERT_PER_HOUR = 200
+# A few emails a day per mailbox; two resent confirmations a day per signature; a
+# network's cap sits well above SIGN_LIMIT_PER_HOUR, so an office sharing one
+# address still gets every confirmation.
+DEFAULT_MAIL_PER_MAILBOX_PER_DAY = 3
+DEFAULT_MAIL_RESEND_PER_DAY = 2
+DEFAULT_MAIL_PER_NETWORK_PER_HOUR = 200
 
 
 class SettingsError(ValueError):
@@ -62,6 +71,27 @@ class Settings:
     # reading while `petitions rotate-key` re-seals. Unset: derived from SECRET_KEY.
     data_key: str | None = None
     data_key_previous: tuple[str, ...] = ()
+    # Past this many signatures in an hour from one network or email domain on one
+    # petition, a submission is refused (429) and nothing is stored (sign_limits.py);
+    # 0: never refused. Unset: SIGN_CEILING_FACTOR times SIGN_LIMIT_PER_HOUR.
+    sign_ceiling_per_hour: int = 50 * 20
+    # The admins get an email when one network or email domain signs this many more
+    # times in an hour than its usual hourly rate (trending.py); 0: no alerts.
+    trending_alert_per_hour: int = DEFAULT_TRENDING_ALERT_PER_HOUR
+    # Mail caps (see mail.py): emails anyone can make us send by typing an address
+    # (confirmations, reminders, resends). 0: no cap.
+    mail_per_mailbox_per_day: int = DEFAULT_MAIL_PER_MAILBOX_PER_DAY
+    mail_resend_per_day: int = DEFAULT_MAIL_RESEND_PER_DAY
+    mail_per_network_per_hour: int = DEFAULT_MAIL_PER_NETWORK_PER_HOUR
+    # Owners must log in with a second factor (totp.py); an owner without one is
+    # sent to set it up after logging in and can do nothing else until then.
+    require_totp_for_owners: bool = False
+    # Host names the site answers to (hosts.py); None: the host of BASE_URL (and the
+    # loopback names when that is a loopback one).
+    allowed_hosts: tuple[str, ...] | None = None
+    # /metrics answers these networks, or anyone with METRICS_TOKEN as a bearer token.
+    metrics_networks: tuple[str, ...] = DEFAULT_METRICS_NETWORKS
+    metrics_token: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -130,7 +160,12 @@ def load_settings(
         sign_limit_per_hour=_integer(
             get("SIGN_LIMIT_PER_HOUR"), "SIGN_LIMIT_PER_HOUR", 50, 0, 10**6
         ),
+        sign_ceiling_per_hour=_sign_ceiling(get),
         log_level=log_level,
+        allowed_hosts=_host_patterns(get("ALLOWED_HOSTS")),
+        metrics_networks=_networks(get("METRICS_NETWORKS"), "METRICS_NETWORKS")
+        or DEFAULT_METRICS_NETWORKS,
+        metrics_token=_metrics_token(get("METRICS_TOKEN")),
         run_outbox_worker=get("PETITIONS_NO_WORKER") is None,
         public_min_group=_integer(
             get("PUBLIC_MIN_GROUP"), "PUBLIC_MIN_GROUP", DEFAULT_PUBLIC_MIN_GROUP, 1, 1000
@@ -152,12 +187,100 @@ def load_settings(
             get("ANONYMISE_AFTER_CLOSE_DAYS"), "ANONYMISE_AFTER_CLOSE_DAYS", None
         ),
         data_key=_data_key(get("DATA_KEY"), "DATA_KEY"),
+        require_totp_for_owners=_yes_no(get("REQUIRE_TOTP_FOR_OWNERS"), "REQUIRE_TOTP_FOR_OWNERS"),
+        trending_alert_per_hour=_integer(
+            get("TRENDING_ALERT_PER_HOUR"), "TRENDING_ALERT_PER_HOUR",
+            DEFAULT_TRENDING_ALERT_PER_HOUR, 0, 10**6,
+        ),  # fmt: skip
         data_key_previous=tuple(
             _data_key(k.strip(), "DATA_KEY_PREVIOUS")
             for k in (get("DATA_KEY_PREVIOUS") or "").split(",")
             if k.strip()
         ),
+        mail_per_mailbox_per_day=_integer(
+            get("MAIL_PER_MAILBOX_PER_DAY"),
+            "MAIL_PER_MAILBOX_PER_DAY",
+            DEFAULT_MAIL_PER_MAILBOX_PER_DAY,
+            0,
+            1000,
+        ),
+        mail_resend_per_day=_integer(
+            get("MAIL_RESEND_PER_DAY"), "MAIL_RESEND_PER_DAY", DEFAULT_MAIL_RESEND_PER_DAY, 0, 1000
+        ),
+        mail_per_network_per_hour=_integer(
+            get("MAIL_PER_NETWORK_PER_HOUR"),
+            "MAIL_PER_NETWORK_PER_HOUR",
+            DEFAULT_MAIL_PER_NETWORK_PER_HOUR,
+            0,
+            10**6,
+        ),
     )
+
+
+def _yes_no(raw: str | None, name: str) -> bool:
+    if raw is None or raw.lower() in ("0", "false", "no", "off"):
+        return False
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0 (yes or no), not {raw!r}.")
+
+
+def _host_patterns(raw: str | None) -> tuple[str, ...] | None:
+    """ALLOWED_HOSTS: host names, `*.example.org` for every name under it, or `*`."""
+    if raw is None:
+        return None
+    patterns = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+    for pattern in patterns:
+        name = pattern[2:] if pattern.startswith("*.") else pattern
+        if pattern != "*" and not _host_name(name):
+            raise SettingsError(
+                f"ALLOWED_HOSTS: {pattern!r} is not a host name (no scheme or port; "
+                "`*.example.org` for every name under example.org)."
+            )
+    return patterns or None
+
+
+def _host_name(name: str) -> bool:
+    """A DNS name or an IP address (IPv6 without brackets)."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return bool(name) and not any(c in name for c in "*/:@[] ")
+
+
+def _networks(raw: str | None, name: str) -> tuple[str, ...]:
+    networks = tuple(n.strip() for n in (raw or "").split(",") if n.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name}: {network!r} is not an address or network such as 10.0.0.0/8."
+            ) from None
+    return networks
+
+
+def _metrics_token(raw: str | None) -> str | None:
+    if raw is not None and len(raw) < 24:
+        raise SettingsError("METRICS_TOKEN must be at least 24 characters long.")
+    return raw
+
+
+SIGN_CEILING_FACTOR = 20
+
+
+def _sign_ceiling(get) -> int:
+    limit = _integer(get("SIGN_LIMIT_PER_HOUR"), "SIGN_LIMIT_PER_HOUR", 50, 0, 10**6)
+    ceiling = _integer(
+        get("SIGN_CEILING_PER_HOUR"), "SIGN_CEILING_PER_HOUR", SIGN_CEILING_FACTOR * limit, 0,
+        SIGN_CEILING_FACTOR * 10**6,
+    )  # fmt: skip
+    if ceiling and ceiling < limit:
+        raise SettingsError(
+            "SIGN_CEILING_PER_HOUR must be 0 (no ceiling) or at least SIGN_LIMIT_PER_HOUR."
+        )
+    return ceiling
 
 
 def _data_key(raw: str | None, name: str) -> str | None:

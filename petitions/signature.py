@@ -14,6 +14,8 @@ agree.
               │  └──hold──> held ───┘ approve            │    (never confirmed: back to pending)
               └──purge──> (deleted)                      └──erase──> erased
     withdraw: from any status but withdrawn; the signer's personal data is erased.
+    invalidate (a moderator's bulk action): pending, verified or held ──> invalidated
+    reinstate: invalidated ──> the status it had before
 
 Retention (petitions/retention.py decides when) uses the same moves: `purge`
 deletes a signature never confirmed, with its emails; `erase` takes a rejected
@@ -48,6 +50,9 @@ class Status(StrEnum):
     REJECTED = "rejected"  # refused by a moderator; the data stays, so it can be restored
     WITHDRAWN = "withdrawn"  # taken back by the signer; personal data erased
     ERASED = "erased"  # rejected long enough ago: personal data erased, for good
+    # taken out by a moderator's bulk invalidation (a flood); reinstating it puts it
+    # back where it was (`invalidated_from`)
+    INVALIDATED = "invalidated"
 
 
 class Display(StrEnum):
@@ -137,6 +142,10 @@ TRANSITIONS: dict[str, Transition] = {
         # Retention: a signature never confirmed is deleted; a rejected one, erased.
         _move("purge", {S.PENDING}, set()),
         _move("erase", {S.REJECTED}, {S.ERASED}),
+        # A moderator's bulk invalidation (invalidation.py, audited there) and its undoing:
+        # each signature goes back to the status it had.
+        _move("invalidate", {S.PENDING, S.VERIFIED, S.HELD}, {S.INVALIDATED}),
+        _move("reinstate", {S.INVALIDATED}, {S.PENDING, S.VERIFIED, S.HELD}),
     )
 }
 MODERATOR_ACTIONS = tuple(t for t in TRANSITIONS.values() if t.by_moderator)
@@ -185,13 +194,16 @@ ORGANISATION_ALREADY_COUNTED = f"""EXISTS (
        AND o.organisation_hash = s.organisation_hash AND {counted_sql("o.status")}
        AND o.id <> s.id)"""
 
-# verify or hold: a pending signature of a petition that still takes signatures. An
-# organisation is held when the petition wants organisations moderated, and when
-# its organisation already counts (a second person signing for it: docs/signing.md);
+# verify or hold: a pending signature of a petition that still takes signatures. One
+# marked at sign time (`hold_reason`: its network or domain is on the block list, or
+# past its hourly limit) is held. An organisation is held when the petition wants
+# organisations moderated, and when its organisation already counts (a second person
+# signing for it: docs/signing.md);
 # $3 holds it in any case (confirming lost a race with another signature for it).
 _CONFIRM = f"""
 UPDATE signatures s
-   SET status = CASE WHEN s.kind = '{Kind.ORGANISATION}'
+   SET status = CASE WHEN s.hold_reason IS NOT NULL THEN '{Status.HELD}'
+                     WHEN s.kind = '{Kind.ORGANISATION}'
                           AND (p.moderate_organisations OR $3 OR {ORGANISATION_ALREADY_COUNTED})
                      THEN '{Status.HELD}' ELSE '{Status.VERIFIED}' END,
        verified_at = now(), updated_at = now()
@@ -229,7 +241,8 @@ ERASE_PERSONAL_DATA = """
            name = NULL, email = NULL, email_hash = NULL, city = NULL, occupation = NULL,
            organisation = NULL, organisation_type = NULL, website = NULL, members = NULL,
            comment = NULL, network_hash = NULL, updates = false, erased_at = now(),
-           sealed = NULL, organisation_hash = NULL, search_hashes = NULL, initials = NULL"""
+           sealed = NULL, organisation_hash = NULL, search_hashes = NULL, initials = NULL,
+           domain_hash = NULL"""
 
 # Withdrawal erases the signer's personal data.
 _WITHDRAW = f"""
@@ -400,3 +413,64 @@ async def anonymise_signatures(conn: asyncpg.Connection, petition_id: int, limit
 def rows_changed(command_tag: str) -> int:
     """The number of rows of a command tag such as 'UPDATE 12' or 'DELETE 3'."""
     return int(command_tag.rsplit(" ", 1)[-1])
+
+
+# Bulk invalidation (invalidation.py chooses the signatures and writes the audit) -------
+#
+# A batch at a time, each its own short statement: the tally and live-event triggers
+# follow every batch at its commit, so counts and lists drop (and come back) at once.
+
+_INVALIDATE = f"""
+WITH target AS (
+    SELECT id FROM signatures
+     WHERE id = ANY($2::bigint[]) AND {_in_sources("invalidate")}
+     ORDER BY id
+       FOR UPDATE
+)
+UPDATE signatures s
+   SET status = '{Status.INVALIDATED}', invalidated_from = s.status, invalidation_id = $1,
+       updated_at = now()
+  FROM target t
+ WHERE s.id = t.id
+"""
+
+
+async def invalidate(conn: asyncpg.Connection, invalidation_id: int, signature_ids) -> int:
+    """Invalidate those of the signatures that may be (the move `invalidate`), marking
+    them with the bulk invalidation they belong to; return how many moved."""
+    return rows_changed(await conn.execute(_INVALIDATE, invalidation_id, list(signature_ids)))
+
+
+# Back to the status it had. An organisation that counted before and whose place has
+# been taken meanwhile (another signature for it now counts) waits for a moderator
+# instead of counting twice; $3 holds every such organisation (the batch raced).
+_REINSTATE = f"""
+WITH target AS (
+    SELECT id FROM signatures
+     WHERE invalidation_id = $1 AND status = '{Status.INVALIDATED}'
+     ORDER BY id
+     LIMIT $2
+       FOR UPDATE
+)
+UPDATE signatures s
+   SET status = CASE
+           WHEN s.invalidated_from = '{Status.VERIFIED}' AND s.kind = '{Kind.ORGANISATION}'
+                AND ($3 OR {ORGANISATION_ALREADY_COUNTED}) THEN '{Status.HELD}'
+           ELSE coalesce(s.invalidated_from, CASE WHEN s.verified_at IS NOT NULL
+                                                  THEN '{Status.VERIFIED}'
+                                                  ELSE '{Status.PENDING}' END)
+       END,
+       invalidated_from = NULL, updated_at = now()
+  FROM target t
+ WHERE s.id = t.id
+"""
+
+
+async def reinstate(conn: asyncpg.Connection, invalidation_id: int, limit: int) -> int:
+    """Put up to `limit` signatures of a bulk invalidation back where they were (the
+    move `reinstate`); return how many moved (fewer than `limit`: none are left)."""
+    try:
+        async with conn.transaction():
+            return rows_changed(await conn.execute(_REINSTATE, invalidation_id, limit, False))
+    except asyncpg.UniqueViolationError:
+        return rows_changed(await conn.execute(_REINSTATE, invalidation_id, limit, True))

@@ -12,16 +12,17 @@ from dataclasses import dataclass
 
 from databases import Database
 
-from . import i18n
+from . import i18n, sign_limits
 from .clients import client_network
 from .crypto import ENCRYPTED_FIELDS
 from .db import raw_connection
 from .fields import FieldReader
-from .keys import network_hash
+from .keys import domain_hash, mailbox_hash, network_hash
 from .mail import MAX_SUBJECT, Mailer, bounded
 from .numbers import BadCount, parse_count
 from .personal import personal_of, stored_columns
 from .petitions import TAKES_SIGNATURES_SQL, Petition
+from .screening import email_domain, hold_reason, list_verdict
 from .sharing import valid_ref
 from .signature import (
     INITIAL_STATUS,
@@ -154,21 +155,25 @@ WITH open_petition AS (
     INSERT INTO signatures (status, public_id, petition_id, version_id, kind, display,
                             sealed, email_hash, organisation_hash, search_hashes, initials,
                             name, city, occupation, organisation, organisation_type, website,
-                            members, comment, country, updates, language, ref, network_hash)
+                            members, comment, country, updates, language, ref, network_hash,
+                            domain_hash, hold_reason)
     SELECT '{INITIAL_STATUS}', $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-           $15, $16, $17, $18, $19, $20, $21, $22, $23
+           $15, $16, $17, $18, $19, $20, $21, $22, $23, $27, $28
       FROM open_petition
     ON CONFLICT DO NOTHING
     RETURNING id
 ), verification AS (
-    INSERT INTO outbox (purpose, subject, sealed, message_id, signature_id)
-    SELECT 'verification', $24, $25, $26, id FROM new_signature
+    -- Past a mail cap the email is stored 'suppressed' (mail.CAPPED_PURPOSES).
+    INSERT INTO outbox (purpose, subject, sealed, message_id, signature_id, status)
+    SELECT 'verification', $24, $25, $26, id, mail_admission($29, $23, $30, $31)
+      FROM new_signature
     RETURNING signature_id
 ), reminder AS (
-    INSERT INTO sign_reminders (petition_id, kind, email_hash, organisation_hash)
-    SELECT id, $4, $7, $8 FROM open_petition WHERE NOT EXISTS (SELECT 1 FROM new_signature)
+    INSERT INTO sign_reminders (petition_id, kind, email_hash, organisation_hash, network_hash)
+    SELECT id, $4, $7, $8, $23 FROM open_petition WHERE NOT EXISTS (SELECT 1 FROM new_signature)
     ON CONFLICT (petition_id, kind, email_hash, organisation_hash)
-        DO UPDATE SET created_at = excluded.created_at  -- a write either way: same commit
+        DO UPDATE SET created_at = excluded.created_at,  -- a write either way: same commit
+                      network_hash = excluded.network_hash
 )
 SELECT (SELECT count(*) FROM verification) AS stored,
        (SELECT count(*) FROM open_petition) AS open
@@ -189,6 +194,7 @@ async def submit_signature(
     signer: Signer,
     client_address: str | None,
     language: str | None = None,
+    form_token_id: bytes | None = None,
 ) -> SignResult:
     """Store a pending signature and its confirmation email in one statement.
 
@@ -201,19 +207,35 @@ async def submit_signature(
 
     `language` (by default the request's interface language) is recorded with the
     signature: every later email to this signer is written in it.
+
+    The sign limits (sign_limits.py) mark a signature past its network's or domain's
+    hourly limit to be held once confirmed, and raise OverCeiling (nothing stored)
+    far past it; FormTokenSpent when `form_token_id` has carried its submissions.
     """
     language = i18n.interface_language(language) or i18n.current_language()
     public_id = uuid.uuid4()
     secret = mailer.settings.secret_key
     network = client_network(client_address)
     with i18n.language(language):
-        message = mailer.verification(petition, signer.name, signer.email, public_id)
+        message = mailer.verification(petition, signer.email, public_id)
     stored = stored_columns(
         mailer.cipher, secret, public_id, signer.kind, signer.display, signer.country,
         signer.personal(),
     )  # fmt: skip
     sealed_message = mailer.seal(message)
-    async with raw_connection(db) as conn:
+    domain = email_domain(signer.email)
+    source = sign_limits.Source(
+        petition.id, network_hash(secret, network) if network else None,
+        domain_hash(secret, domain) if domain else None, domain,
+    )  # fmt: skip
+    async with raw_connection(db) as conn, conn.transaction():
+        # The allow and block lists (screening.py): a blocked network or domain is
+        # held once confirmed; the signer's answer is the same as everyone's.
+        verdict = await list_verdict(conn, client_address, signer.email)
+        over_limit = await sign_limits.admit(
+            conn, sign_limits.Limits.of(mailer.settings), source, form_token_id,
+            exempt=verdict == "allow",
+        )  # fmt: skip
         row = await conn.fetchrow(
             _INSERT_SIGNATURE,
             public_id, petition.id, petition.version_id, signer.kind, signer.display,
@@ -224,6 +246,9 @@ async def submit_signature(
             signer.updates, language, signer.ref,
             network_hash(secret, network) if network else None,
             bounded(message.subject, MAX_SUBJECT), sealed_message, message.message_id,
+            domain_hash(secret, domain) if domain else None, hold_reason(verdict) or over_limit,
+            mailbox_hash(secret, signer.email), mailer.settings.mail_per_mailbox_per_day,
+            mailer.settings.mail_per_network_per_hour,
         )  # fmt: skip
     if row["stored"]:
         return SignResult("stored")
@@ -240,7 +265,7 @@ REMINDER_BATCH = 50
 _TAKE_REMINDERS = """
 DELETE FROM sign_reminders r
  WHERE r.id IN (SELECT id FROM sign_reminders ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING r.petition_id, r.kind, r.email_hash, r.organisation_hash
+RETURNING r.petition_id, r.kind, r.email_hash, r.organisation_hash, r.network_hash
 """
 
 _FIND_EXISTING = f"""
@@ -285,10 +310,11 @@ async def _remind_existing_signer(conn, mailer: Mailer, request) -> None:
     petition = await mailer.petition_for_mail(conn, request["petition_id"], language)
     with i18n.language(language):
         message = mailer.reminder(
-            petition, personal["name"] or "", personal["email"], existing["public_id"],
-            existing["status"],
-        )  # fmt: skip
-    await mailer.enqueue(conn, message, "reminder", existing["id"])
+            petition, personal["email"], existing["public_id"], existing["status"]
+        )
+    await mailer.enqueue(
+        conn, message, "reminder", existing["id"], network_hash=request["network_hash"]
+    )
 
 
 # Verification, withdrawal, unsubscribing --------------------------------------------
@@ -336,8 +362,13 @@ async def unsubscribe(db: Database, public_id: uuid.UUID) -> SignatureState | No
     return SignatureState(row["status"], row["slug"], changed=True) if row else None
 
 
-async def resend_verification(db: Database, mailer: Mailer, public_id: uuid.UUID) -> bool:
-    """Send a fresh confirmation link for a still-pending signature (at most hourly)."""
+async def resend_verification(
+    db: Database, mailer: Mailer, public_id: uuid.UUID, client_address: str | None = None
+) -> bool:
+    """Send a fresh confirmation link for a still-pending signature: at most hourly,
+    at most MAIL_RESEND_PER_DAY a day, and within the mail caps of the mailbox and of
+    the asking network (Mailer.enqueue). The caller answers the same either way."""
+    network = client_network(client_address)
     async with raw_connection(db) as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT id, public_id, petition_id, sealed, name, email, language FROM signatures "
@@ -356,13 +387,19 @@ async def resend_verification(db: Database, mailer: Mailer, public_id: uuid.UUID
         )
         if recent:
             return True
+        resends = await conn.fetchval(
+            "SELECT mail_count('resend', $1, date_trunc('day', now(), 'UTC'))", public_id.bytes
+        )
+        if 0 < mailer.settings.mail_resend_per_day < resends:
+            return True
         personal = personal_of(mailer.cipher, row)
         if not personal["email"]:
             return False
         petition = await mailer.petition_for_mail(conn, row["petition_id"], row["language"])
         with i18n.language(row["language"]):
-            message = mailer.verification(
-                petition, personal["name"] or "", personal["email"], public_id
-            )
-        await mailer.enqueue(conn, message, "verification", row["id"])
+            message = mailer.verification(petition, personal["email"], public_id)
+        await mailer.enqueue(
+            conn, message, "verification", row["id"],
+            network_hash=network_hash(mailer.settings.secret_key, network) if network else None,
+        )  # fmt: skip
     return True

@@ -56,3 +56,23 @@ async def drop_old(conn: asyncpg.Connection, prefix: str, older_than: timedelta)
         prefix,
         older_than,
     )
+
+
+async def seconds_until_below(
+    conn: asyncpg.Connection, bucket: str, period: timedelta, limit: int
+) -> int:
+    """How long until the bucket's hits within the period drop below the limit
+    (at least 1 second when they are at or over it now, 0 when they are below)."""
+    return await conn.fetchval(
+        """
+        SELECT coalesce(max(greatest(1, ceil(extract(epoch FROM w + $2::interval - now()))))::int, 0)
+          FROM (SELECT window_start AS w,
+                       sum(hits) OVER (ORDER BY window_start DESC) AS newer_hits
+                  FROM throttle_counters
+                 WHERE bucket = $1 AND window_start > now() - $2::interval) AS windows
+         WHERE newer_hits >= $3
+        """,
+        bucket,
+        period,
+        limit,
+    )

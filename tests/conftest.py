@@ -13,6 +13,7 @@ import email.message
 import email.policy
 import inspect
 import os
+import re
 import secrets
 import socket
 import tempfile
@@ -89,7 +90,9 @@ async def conn(db_url):
 
 @pytest.fixture
 def settings(db_url, tmp_path):
-    environ = {"DATABASE_URL": db_url, "SECRET_KEY": SECRET, "DATA_DIR": str(tmp_path)}
+    environ = {"DATABASE_URL": db_url, "SECRET_KEY": SECRET, "DATA_DIR": str(tmp_path),
+               # The test client's host: absolute addresses come from BASE_URL (hosts.py).
+               "BASE_URL": "http://testserver"}  # fmt: skip
     return load_settings(environ, env_file=None)
 
 
@@ -285,6 +288,12 @@ async def count_is(client, expected: int, slug: str = "release-them", key: str =
         return await wait_until(check, what=f"{key} == {expected} in /p/{slug}/count.json")
     except AssertionError as error:
         raise AssertionError(f"{error}; it said {said!r}") from None
+
+
+def without_form_tokens(html: str) -> str:
+    """A page with its sign forms' tokens blanked: each copy served, a cached one too,
+    carries tokens of its own."""
+    return re.sub(r'name="form_token" value="[^"]*"', 'name="form_token" value=""', html)
 
 
 def minutes_ago(n: float) -> datetime:

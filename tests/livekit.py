@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import uvicorn
@@ -15,8 +15,11 @@ from conftest import free_port, wait_until
 
 @asynccontextmanager
 async def serving(app):
-    """Serve `app` with uvicorn on a loopback port (its lifespan included); yield the base URL."""
+    """Serve `app` with uvicorn on a loopback port (its lifespan included); yield the base URL,
+    which becomes the app's BASE_URL (its pages' links lead a browser back to this server)."""
     port = free_port()
+    if hasattr(app.state, "settings"):  # not for a stand-in foreign site
+        app.state.settings = replace(app.state.settings, base_url=f"http://127.0.0.1:{port}")
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from admin_support import admin_client
-from conftest import add_signature, make_petition, opened_signatures
+from conftest import add_signature, make_petition, opened_signatures, without_form_tokens
 from petitions import i18n
 from petitions.delivery import deliver_due
 from petitions.locales import (
@@ -326,7 +326,7 @@ async def test_the_page_cache_keeps_each_language_apart(client, conn, app):
     assert FRENCH_TITLE in french.text and html_tag(french.text)[0] == "fr"
     assert ENGLISH_TITLE in bare.text
     again = await client.get("/p/release-them", headers={"Accept-Language": "fa"})
-    assert again.text == persian.text  # still cached, per language
+    assert without_form_tokens(again.text) == without_form_tokens(persian.text)  # cached
     assert "accept-language" in again.headers["vary"].lower()
     arabic = await client.get("/p/release-them/embed?lang=ar", headers={"Accept-Language": "fa"})
     assert html_tag(arabic.text) == ("ar", "rtl")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+
+import httpx
+import pytest
 
 from conftest import add_signature, make_petition, wait_until
+from petitions.settings import SettingsError, load_settings
 
 
 def value(text: str, name: str, **labels) -> float | None:
@@ -57,3 +62,39 @@ async def test_metrics_report_requests_counts_listener_and_outbox(client, conn, 
     assert value(text, "petitions_live_listener_up") == 1
     assert value(text, "petitions_live_subscribers") == 0
     assert "_created" not in text
+
+
+async def test_metrics_only_for_allowed_networks_or_the_bearer_token(app):
+    def from_address(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    token = "metrics-" + "t" * 32
+    async with from_address("203.0.113.7") as outsider, from_address("::1") as local:
+        refused = await outsider.get("/metrics")
+        assert refused.status_code == 403 and "petitions_" not in refused.text
+        assert (await local.get("/metrics")).status_code == 200  # loopback by default
+
+        app.state.settings = replace(app.state.settings, metrics_token=token)
+        assert (await outsider.get("/metrics")).status_code == 401
+        wrong = await outsider.get("/metrics", headers={"Authorization": "Bearer " + "x" * 40})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+        allowed = await outsider.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert allowed.status_code == 200 and "petitions_http_requests_total" in allowed.text
+
+        app.state.settings = replace(
+            app.state.settings, metrics_token=None, metrics_networks=("203.0.113.0/24",)
+        )
+        assert (await outsider.get("/metrics")).status_code == 200
+        assert (await local.get("/metrics")).status_code == 403
+
+
+def test_metrics_settings_are_checked():
+    environ = {"SECRET_KEY": "k" * 40, "DATABASE_URL": "postgresql://db/p"}
+    settings = load_settings(environ, None)
+    assert settings.metrics_networks == ("127.0.0.0/8", "::1/128") and not settings.metrics_token
+    custom = load_settings({**environ, "METRICS_NETWORKS": "10.1.0.0/16, 2001:db8::/32"}, None)
+    assert custom.metrics_networks == ("10.1.0.0/16", "2001:db8::/32")
+    for name, value in (("METRICS_NETWORKS", "10.1.0.0/99"), ("METRICS_TOKEN", "short")):
+        with pytest.raises(SettingsError, match=name):
+            load_settings({**environ, name: value}, None)

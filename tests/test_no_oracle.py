@@ -217,6 +217,7 @@ async def test_signing_takes_as_long_for_an_existing_email_as_for_a_new_one(clie
     times: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(-20, 200):  # the first 20 rounds warm up and are not counted
         for name, fields in cases.items():
+            token = await form_token(client)  # a token carries only a few submissions
             started = time.perf_counter()
             response = await sign(client, fields(i), token=token)
             elapsed = (time.perf_counter() - started) * 1000

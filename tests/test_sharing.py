@@ -22,7 +22,7 @@ from petitions.sharing import count_step, og_locale, valid_ref
 from petitions.views.sharing import count_text
 
 SLUG = "release-them"
-BASE = "http://127.0.0.1:8000"  # BASE_URL's default: absolute addresses never use the Host
+BASE = "http://testserver"  # the tests' BASE_URL: absolute addresses never use the Host
 PERSIAN_TITLE = "آزادی فوری کارگران زندانی هفت‌تپه"
 CHANNEL_HOSTS = {
     "whatsapp": "wa.me",
@@ -323,7 +323,7 @@ async def test_copy_link_in_a_browser_loads_nothing_from_elsewhere(settings, con
             status = page.locator("[data-share-status]")
             await status.filter(has_text="Link copied").wait_for()
             copied = await page.evaluate("navigator.clipboard.readText()")
-            assert copied == f"{BASE}/p/{SLUG}?ref=copy"
+            assert copied == f"{base}/p/{SLUG}?ref=copy"  # serving() made it BASE_URL
 
             # "Share…" is there exactly when the browser has the Web Share API.
             has_share = await page.evaluate("typeof navigator.share === 'function'")

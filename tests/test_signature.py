@@ -33,6 +33,7 @@ def test_the_moves_of_the_lifecycle():
         ("pending", "verified"),
         ("held", "verified"),
         ("rejected", "verified"),
+        ("invalidated", "verified"),  # reinstated: it counted before its invalidation
     }
     # Withdrawn is final: no move leaves it, and every other status can reach it.
     assert not any(a == Status.WITHDRAWN for a, _ in moves)

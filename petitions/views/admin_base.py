@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..auth import CSRF_FIELD, ROLES, csrf_token, csrf_valid, current_admin, end_session
+from ..auth import CSRF_FIELD, ROLES, Admin, csrf_token, csrf_valid, current_admin, end_session
 from ..petitions import Petition, get_petition, valid_slug
 from .base import posted_from_here, read_form
 
@@ -100,10 +100,21 @@ def login_url(request: Request) -> str:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def admin_page(role: str = "editor") -> Callable[[Handler], Handler]:
+def must_enrol(request: Request, admin: Admin) -> bool:
+    settings = request.app.state.settings
+    return (
+        admin.is_owner
+        and not admin.has_totp
+        and getattr(settings, "require_totp_for_owners", False)
+    )
+
+
+def admin_page(role: str = "editor", enrolment: bool = False) -> Callable[[Handler], Handler]:
     """Guard a handler: anonymous -> 303 to the login page; a too-small role -> 403;
-    a POST without the CSRF token -> 403. The handler finds `request.state.admin`
-    and, for a POST, the checked form in `request.state.form`."""
+    a POST without the CSRF token -> 403; an owner who must enrol a second factor
+    (REQUIRE_TOTP_FOR_OWNERS) and has not -> 303 to the enrolment page, unless this
+    page is one they need for it (`enrolment`). The handler finds
+    `request.state.admin` and, for a POST, the checked form in `request.state.form`."""
     if role not in ROLES:
         raise ValueError(role)
 
@@ -118,6 +129,9 @@ def admin_page(role: str = "editor") -> Callable[[Handler], Handler]:
             if role == "owner" and not admin.is_owner:
                 raise HTTPException(403, "Only an owner of this site may do this.")
             request.state.admin = admin
+            if not enrolment and must_enrol(request, admin):
+                notify(request, "Set up your second factor before anything else.", "error")
+                return RedirectResponse(str(request.url_for("admin_totp")), status_code=303)
             if request.method == "POST":
                 request.state.form = await check_post(request)
             return await handler(request)

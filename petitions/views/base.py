@@ -97,7 +97,7 @@ async def render_petition_form(
         "latest": latest,
         "form": form,
         "errors": errors,
-        "form_token": request.app.state.tokens.make("sign-form", petition.slug),
+        "form_token": request.app.state.tokens.form_token(petition.slug),
         **extra,
     }
     if full_page and petition.version > 1:

@@ -12,6 +12,7 @@ from ..fields import FieldErrors
 from ..i18n import _, current_language
 from ..locales import lang_url
 from ..petitions import get_petition
+from ..sign_limits import FormTokenSpent, OverCeiling
 from ..signature import Status
 from ..signing import (
     get_signature_state,
@@ -88,10 +89,10 @@ async def _sign(request: Request, embedded: bool) -> Response:
         )
     try:
         token = form.get(FORM_TOKEN_FIELD)
-        token_slug = request.app.state.tokens.read(
-            "sign-form", token if isinstance(token, str) else "", max_age=FORM_TOKEN_AGE
+        form_token = request.app.state.tokens.read_form_token(
+            token if isinstance(token, str) else "", max_age=FORM_TOKEN_AGE
         )
-        if token_slug != petition.slug:
+        if form_token.slug != petition.slug:
             raise TokenInvalid
     except TokenExpired:
         return await again(
@@ -108,8 +109,39 @@ async def _sign(request: Request, embedded: bool) -> Response:
         return await again(error.errors)
 
     client = request.client.host if request.client else None
-    await submit_signature(request.app.state.db, request.app.state.mailer, petition, signer, client)
+    try:
+        await submit_signature(
+            request.app.state.db, request.app.state.mailer, petition, signer, client,
+            form_token_id=form_token.id,
+        )  # fmt: skip
+    except FormTokenSpent:
+        spent = _("This form was already sent several times. Check it and send it again.")
+        return await again({"form": spent})
+    except OverCeiling as refused:
+        return _too_many(request, petition, refused.retry_after)
     return done
+
+
+def _too_many(request: Request, petition, retry_after: int) -> Response:
+    """Far more signatures than any group of people makes in an hour: refused, nothing kept."""
+    response = render(
+        request,
+        "message.html",
+        {
+            "title": _("Too many signatures at once"),
+            "paragraphs": [
+                _(
+                    "This petition has received far more signatures from your network or "
+                    "your email provider in the last hour than people usually send. Nothing "
+                    "was stored. Please try again later."
+                )
+            ],
+            "back": request.url_for("petition", slug=petition.slug),
+        },
+        429,
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 async def thanks(request: Request) -> Response:
@@ -163,7 +195,8 @@ async def verify_resend(request: Request) -> Response:
     if state is None:
         return _invalid_link()
     if state.status == Status.PENDING:
-        await resend_verification(db, request.app.state.mailer, public_id)
+        client = request.client.host if request.client else None
+        await resend_verification(db, request.app.state.mailer, public_id, client)
         return render(request, "thanks.html", {"petition": None, "resent": True})
     return await _verified_page(request, state)
 
