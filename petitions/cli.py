@@ -62,20 +62,44 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="do not deliver email in-process")
     # Limits against slow or oversized requests (serving.py; docs/operations.md).
     limits = ServerLimits()
-    serve.add_argument("--max-header-bytes", type=int, default=limits.max_header_bytes,
-                       metavar="N", help="largest request line and headers, in bytes; "
-                       f"larger ones get 431 (default {limits.max_header_bytes})")
-    serve.add_argument("--header-timeout", type=float, default=limits.header_timeout,
-                       metavar="SECONDS", help="time a request has to send its headers "
-                       f"(default {limits.header_timeout:g})")
-    serve.add_argument("--keep-alive-timeout", type=int, default=limits.keep_alive_timeout,
-                       metavar="SECONDS", help="idle time before a kept-alive connection is "
-                       f"closed (default {limits.keep_alive_timeout})")
-    serve.add_argument("--max-connections", type=int, default=limits.max_connections,
-                       metavar="N", help="connections per process; beyond, requests get 503 "
-                       f"(default {limits.max_connections})")
-    serve.add_argument("--backlog", type=int, default=limits.backlog, metavar="N",
-                       help=f"connections waiting to be accepted (default {limits.backlog})")
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=limits.max_header_bytes,
+        metavar="N",
+        help="largest request line and headers, in bytes; "
+        f"larger ones get 431 (default {limits.max_header_bytes})",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=limits.header_timeout,
+        metavar="SECONDS",
+        help=f"time a request has to send its headers (default {limits.header_timeout:g})",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=limits.keep_alive_timeout,
+        metavar="SECONDS",
+        help="idle time before a kept-alive connection is "
+        f"closed (default {limits.keep_alive_timeout})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=limits.max_connections,
+        metavar="N",
+        help="connections per process; beyond, requests get 503 "
+        f"(default {limits.max_connections})",
+    )
+    serve.add_argument(
+        "--backlog",
+        type=int,
+        default=limits.backlog,
+        metavar="N",
+        help=f"connections waiting to be accepted (default {limits.backlog})",
+    )
     serve.set_defaults(command=cmd_serve)
 
     commands.add_parser("migrate", help="apply pending migrations").set_defaults(

@@ -189,8 +189,11 @@ def load_settings(
         data_key=_data_key(get("DATA_KEY"), "DATA_KEY"),
         require_totp_for_owners=_yes_no(get("REQUIRE_TOTP_FOR_OWNERS"), "REQUIRE_TOTP_FOR_OWNERS"),
         trending_alert_per_hour=_integer(
-            get("TRENDING_ALERT_PER_HOUR"), "TRENDING_ALERT_PER_HOUR",
-            DEFAULT_TRENDING_ALERT_PER_HOUR, 0, 10**6,
+            get("TRENDING_ALERT_PER_HOUR"),
+            "TRENDING_ALERT_PER_HOUR",
+            DEFAULT_TRENDING_ALERT_PER_HOUR,
+            0,
+            10**6,
         ),  # fmt: skip
         data_key_previous=tuple(
             _data_key(k.strip(), "DATA_KEY_PREVIOUS")
