@@ -70,6 +70,9 @@ async def confirm_all(app, conn, at_once: int = 20) -> None:
             chunk = links[start : start + at_once]
             responses = await asyncio.gather(*(http.get(f"/verify/{link}") for link in chunk))
             assert {r.status_code for r in responses} == {200}
+            for page in responses:  # confirmed either way; a held one is told it waits
+                assert "Your signature is confirmed" in page.text
+                assert "organisation" not in page.text.split("<main", 1)[1].lower()
 
 
 async def statuses(conn, where: str = "TRUE") -> list[tuple[str, str | None]]:
