@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from .crypto import ENCRYPTED_FIELDS, ENCRYPTED_OUTBOX_FIELDS
 from .i18n import N_, _, format_list, pgettext
 from .personal import public_columns
-from .retention import STRIP_EMAIL
+from .retention import MAIL_COUNTS_KEPT_DAYS, STRIP_EMAIL
 from .settings import Settings
 from .signatories import public_entry
 from .signature import Display, Kind
@@ -295,6 +295,7 @@ class PrivacyFacts:
     min_group: int
     unverified_days: int
     network_days: int
+    mail_counts_days: int  # how long emails per mailbox are counted (keyed hashes)
     rejected_days: int
     verify_link_days: int
     anonymise_after_close_days: int | None
@@ -327,6 +328,7 @@ def privacy_facts(settings: Settings) -> PrivacyFacts:
         min_group=settings.public_min_group,
         unverified_days=settings.retention_unverified_days,
         network_days=settings.retention_network_days,
+        mail_counts_days=MAIL_COUNTS_KEPT_DAYS,
         rejected_days=settings.retention_rejected_days,
         verify_link_days=VERIFY_TOKEN_AGE // 86400,
         anonymise_after_close_days=settings.anonymise_after_close_days or None,

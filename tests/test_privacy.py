@@ -16,6 +16,7 @@ from petitions.privacy import (
     STORED,
     shown_publicly,
 )
+from petitions.retention import MAIL_COUNTS_KEPT_DAYS
 
 
 def text_of(html: str) -> str:
@@ -39,6 +40,8 @@ async def test_the_page_follows_the_settings(client, app):
     assert "dropped after 30 days" in text
     assert "at least 5 people from it have signed" in text
     assert "after the petition closes" not in text  # no anonymisation unless set
+    # The mail caps' counters (retention.py deletes them after MAIL_COUNTS_KEPT_DAYS).
+    assert f"delete the counts after {MAIL_COUNTS_KEPT_DAYS} days" in text
 
     app.state.settings = replace(
         app.state.settings,
