@@ -186,6 +186,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"petitions: {error}", file=sys.stderr)
         return 2
+    settings = _with_served_address(settings, args.host, args.port)
     with database_url_for(settings) as url:
         asyncio.run(prepare_database(url, settings))
         log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
@@ -209,6 +210,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             # the resolved database and key.
             os.environ["DATABASE_URL"] = url
             os.environ["SECRET_KEY"] = settings.secret_key
+            os.environ["BASE_URL"] = settings.base_url
             if args.no_worker:
                 os.environ["PETITIONS_NO_WORKER"] = "1"
             uvicorn.run(
@@ -218,6 +220,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 **options,
             )
     return 0
+
+
+def _with_served_address(settings: Settings, host: str, port: int) -> Settings:
+    """Without BASE_URL, links, emails and the allowed host name this server's own
+    address (so `--port 8766` does not send visitors to port 8000)."""
+    if settings.base_url_given:
+        return settings
+    if host in ("0.0.0.0", "::", ""):
+        log.warning(
+            "serving on all interfaces without BASE_URL: links and emails will name "
+            "127.0.0.1, which other machines cannot reach; set BASE_URL to the public address"
+        )
+        host = "127.0.0.1"
+    name = f"[{host}]" if ":" in host else host
+    return replace(settings, base_url=f"http://{name}:{port}")
 
 
 def _server_limits(args: argparse.Namespace) -> ServerLimits:

@@ -89,6 +89,8 @@ class Settings:
     # Host names the site answers to (hosts.py); None: the host of BASE_URL (and the
     # loopback names when that is a loopback one).
     allowed_hosts: tuple[str, ...] | None = None
+    # False when BASE_URL was not given: `petitions serve` then uses its own address.
+    base_url_given: bool = True
     # /metrics answers these networks, or anyone with METRICS_TOKEN as a bearer token.
     metrics_networks: tuple[str, ...] = DEFAULT_METRICS_NETWORKS
     metrics_token: str | None = None
@@ -163,6 +165,7 @@ def load_settings(
         sign_ceiling_per_hour=_sign_ceiling(get),
         log_level=log_level,
         allowed_hosts=_host_patterns(get("ALLOWED_HOSTS")),
+        base_url_given=get("BASE_URL") is not None,
         metrics_networks=_networks(get("METRICS_NETWORKS"), "METRICS_NETWORKS")
         or DEFAULT_METRICS_NETWORKS,
         metrics_token=_metrics_token(get("METRICS_TOKEN")),

@@ -40,7 +40,9 @@ def user_env():
     lock the embedded server's system user out of a data folder beneath it.
     """
     data_dir = Path(tempfile.mkdtemp(prefix="petitions-user-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY", "BASE_URL")
+    }
     env.update(DATA_DIR=str(data_dir / "data"), LOG_LEVEL="WARNING")
     yield env
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -99,6 +101,8 @@ def test_serve_and_demo_share_one_embedded_server_and_data_persists(user_env, tm
         assert httpx.get(f"{base}/static/site.css", timeout=10).status_code == 200
         listing = httpx.get(f"{base}/p/{DEMO_SLUG}/signatures.json", timeout=10).json()
         assert len(listing["signatures"]) == 50 and listing["next"]
+        # No BASE_URL given: links name the address actually served, not port 8000.
+        assert listing["next"].startswith(f"{base}/p/{DEMO_SLUG}/signatures.json?")
         count = httpx.get(f"{base}/p/{DEMO_SLUG}/count.json", timeout=10).json()
         assert count["count"] >= 200
     finally:
