@@ -54,6 +54,7 @@ from .views import (
     public,
     sharing,
     signing,
+    transparency,
 )
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,18 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
         Route("/p/{slug}/print", printout.print_document, name="print"),
         Route("/p/{slug}/share.png", sharing.share_image, name="share_image"),
         Route("/p/{slug}/events", live.events, name="events"),
+        Route("/p/{slug}/log.json", transparency.log_json, name="log_json"),
+        Route("/p/{slug}/log/heads.json", transparency.heads_json, name="log_heads"),
+        Route("/p/{slug}/log/entries.json", transparency.entries_json, name="log_entries"),
+        Route("/p/{slug}/log/proof.json", transparency.proof_json, name="log_proof"),
+        Route(
+            "/p/{slug}/log/consistency.json", transparency.consistency_json,
+            name="log_consistency",
+        ),
+        Route(
+            "/p/{slug}/receipt", transparency.receipt_page, methods=["GET", "POST"],
+            name="receipt",
+        ),
         Route("/p/{slug}/embed", embed.embed, methods=["GET"], name="embed"),
         Route("/p/{slug}/embed", signing.sign_embedded, methods=["POST"], name="embed_sign"),
         Route("/embed.js", embed.embed_js, name="embed_js"),

@@ -30,6 +30,7 @@ from .mail import Mailer, open_outbox
 from .retention import STRIP_EMAIL, enforce_retention
 from .settings import Settings
 from .signing import process_sign_reminders
+from .transparency import run_sequencer
 from .trending import CHECK_EVERY_SECONDS as TRENDING_EVERY_SECONDS
 from .trending import send_alerts
 
@@ -249,6 +250,8 @@ async def run_outbox_worker(
         _listen_for_mail(settings.database_url, wakeup), name="outbox-listener"
     )
     retention = trending = None
+    # The transparency logs are sequenced and signed beside delivery (transparency.py).
+    sequencer = asyncio.create_task(run_sequencer(db, settings, stop), name="log-sequencer")
     if retention_every is not None:
         retention = asyncio.create_task(
             _retention_periodically(db, settings, stop, retention_every), name="retention"
@@ -266,7 +269,7 @@ async def run_outbox_worker(
                 log.exception("outbox delivery failed; trying again shortly")
             await _any_of(wakeup, stop, at_most=poll_seconds)
     finally:
-        for task in (listener, retention, trending):
+        for task in (listener, sequencer, retention, trending):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

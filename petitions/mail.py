@@ -125,6 +125,23 @@ class Mailer:
             withdraw_url=self.link("withdraw", public_id),
         )
 
+    def receipt(self, petition: Petition, email: str, receipt, status: str) -> OutgoingMessage:
+        """To a signer who has just confirmed: their receipt, to check their signature in
+        the petition's transparency log (the link carries it after `#`, which browsers
+        never send to a server). The only copy we keep is the outbox's, until sent."""
+        return self._compose(
+            "receipt",
+            email,
+            subject_line(i18n._("Your receipt: %(title)s"), petition.title),
+            petition=petition,
+            status=status,
+            receipt=receipt.text,
+            receipt_url=self.receipt_url(petition.slug, receipt),
+        )
+
+    def receipt_url(self, slug: str, receipt) -> str:
+        return f"{self.page_url(f'/p/{slug}/receipt')}#receipt={receipt.text}"
+
     def trending_alert(self, recipient: str, sources: list, trending_url: str) -> OutgoingMessage:
         """To an admin (in English, like the admin): sources signing far above their usual
         rate, by keyed-hash label (trending.py), and the page to act on them."""

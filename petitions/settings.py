@@ -71,6 +71,12 @@ class Settings:
     # reading while `petitions rotate-key` re-seals. Unset: derived from SECRET_KEY.
     data_key: str | None = None
     data_key_previous: tuple[str, ...] = ()
+    # The transparency log's signing key (log_keys.py): any text of at least 32
+    # characters, hashed into an Ed25519 key. Unset: derived from SECRET_KEY.
+    log_key: str | None = None
+    # A new signed tree head at most this often while a petition's log grows
+    # (transparency.py); a minute at the latest, as the issue of the log promises.
+    log_head_seconds: int = 10
     # Past this many signatures in an hour from one network or email domain on one
     # petition, a submission is refused (429) and nothing is stored (sign_limits.py);
     # 0: never refused. Unset: SIGN_CEILING_FACTOR times SIGN_LIMIT_PER_HOUR.
@@ -190,6 +196,8 @@ def load_settings(
             get("ANONYMISE_AFTER_CLOSE_DAYS"), "ANONYMISE_AFTER_CLOSE_DAYS", None
         ),
         data_key=_data_key(get("DATA_KEY"), "DATA_KEY"),
+        log_key=_data_key(get("LOG_KEY"), "LOG_KEY"),
+        log_head_seconds=_integer(get("LOG_HEAD_SECONDS"), "LOG_HEAD_SECONDS", 10, 0, 60),
         require_totp_for_owners=_yes_no(get("REQUIRE_TOTP_FOR_OWNERS"), "REQUIRE_TOTP_FOR_OWNERS"),
         trending_alert_per_hour=_integer(
             get("TRENDING_ALERT_PER_HOUR"),

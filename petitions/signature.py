@@ -174,6 +174,8 @@ class SignatureState:
     slug: str
     changed: bool = False
     kind: str | None = None
+    # The receipt made when this request confirmed it (receipts.py): shown once, never kept.
+    receipt: object | None = None
 
 
 _STATE = """
@@ -206,7 +208,7 @@ UPDATE signatures s
                      WHEN s.kind = '{Kind.ORGANISATION}'
                           AND (p.moderate_organisations OR $3 OR {ORGANISATION_ALREADY_COUNTED})
                      THEN '{Status.HELD}' ELSE '{Status.VERIFIED}' END,
-       verified_at = now(), updated_at = now()
+       verified_at = now(), updated_at = now(), receipt_commitment = $4
   FROM petitions p
  WHERE p.id = s.petition_id AND s.public_id = $1 AND s.status = ANY($2::text[])
    AND {TAKES_SIGNATURES_SQL}
@@ -214,21 +216,25 @@ RETURNING s.status, p.slug, s.kind
 """
 
 
-async def confirm(conn: asyncpg.Connection, public_id: uuid.UUID) -> SignatureState | None:
+async def confirm(
+    conn: asyncpg.Connection, public_id: uuid.UUID, receipt_commitment: bytes | None = None
+) -> SignatureState | None:
     """The signer opened their link: verify, or hold for a moderator (idempotent).
+    `receipt_commitment` goes with it into the transparency log once it counts.
 
     None when no such signature exists. Two people confirming signatures for one
     organisation at the same moment: the unique index lets one count, and the
     other, refused by it, is held instead (never a 500)."""
     pending = sorted(set(_sources("verify")) | set(_sources("hold")))
+    arguments = (public_id, pending, False, receipt_commitment)
     try:
         if conn.is_in_transaction():
             async with conn.transaction():  # a savepoint: the caller's work survives
-                row = await conn.fetchrow(_CONFIRM, public_id, pending, False)
+                row = await conn.fetchrow(_CONFIRM, *arguments)
         else:
-            row = await conn.fetchrow(_CONFIRM, public_id, pending, False)
+            row = await conn.fetchrow(_CONFIRM, *arguments)
     except asyncpg.UniqueViolationError:
-        row = await conn.fetchrow(_CONFIRM, public_id, pending, True)
+        row = await conn.fetchrow(_CONFIRM, public_id, pending, True, receipt_commitment)
     if row is not None:
         return SignatureState(row["status"], row["slug"], changed=True, kind=row["kind"])
     return await signature_state(conn, public_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from databases import Database
 
@@ -22,6 +22,7 @@ from .mail import MAX_SUBJECT, Mailer, bounded
 from .numbers import BadCount, parse_count
 from .personal import personal_of, stored_columns
 from .petitions import TAKES_SIGNATURES_SQL, Petition
+from .receipts import Receipt
 from .screening import email_domain, hold_reason, list_verdict
 from .sharing import valid_ref
 from .signature import (
@@ -320,10 +321,39 @@ async def _remind_existing_signer(conn, mailer: Mailer, request) -> None:
 # Verification, withdrawal, unsubscribing --------------------------------------------
 
 
-async def verify_signature(db: Database, public_id: uuid.UUID) -> SignatureState | None:
-    """Confirm a pending signature (idempotent). None when no such signature exists."""
-    async with raw_connection(db) as conn:
-        return await confirm(conn, public_id)
+async def verify_signature(
+    db: Database, public_id: uuid.UUID, mailer: Mailer | None = None
+) -> SignatureState | None:
+    """Confirm a pending signature (idempotent). None when no such signature exists.
+
+    The confirmation that changes it makes the signer's receipt (receipts.py): its
+    commitment is stored for the transparency log, and the receipt itself comes back
+    in the state (for the page) and is mailed to the signer (with a `mailer`), in the
+    same transaction; then it is forgotten."""
+    receipt = Receipt.new()
+    async with raw_connection(db) as conn, conn.transaction():
+        state = await confirm(conn, public_id, receipt.commitment)
+        if state is None or not state.changed:
+            return state
+        if mailer is not None:
+            await _mail_receipt(conn, mailer, public_id, receipt, state)
+    return replace(state, receipt=receipt)
+
+
+async def _mail_receipt(conn, mailer: Mailer, public_id, receipt: Receipt, state) -> None:
+    row = await conn.fetchrow(
+        "SELECT id, public_id, petition_id, sealed, name, email, language FROM signatures"
+        " WHERE public_id = $1",
+        public_id,
+    )
+    personal = personal_of(mailer.cipher, row)
+    if not personal["email"]:
+        return
+    language = row["language"]
+    petition = await mailer.petition_for_mail(conn, row["petition_id"], language)
+    with i18n.language(language):
+        message = mailer.receipt(petition, personal["email"], receipt, state.status)
+    await mailer.enqueue(conn, message, "receipt", row["id"])
 
 
 async def get_signature_state(db: Database, public_id: uuid.UUID) -> SignatureState | None:

@@ -9,12 +9,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..clients import same_origin
+from ..counters import CountSnapshot
 from ..disclosure import PublicBreakdown, public_breakdown
 from ..i18n import _
 from ..locales import choose_language, likely_text_language, use_choice
 from ..petitions import Counts, Petition, get_counts, get_petition, statement_history
 from ..signatories import list_signatories
 
+# Answers any site may read (counters, embeds, the transparency log).
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
 MAX_FORM_FIELDS = 40
 MAX_FIELD_BYTES = 8 * 1024
 
@@ -41,6 +44,28 @@ async def load_petition(request: Request) -> Petition:
         petition = await get_petition(db, slug, choice.text) or petition
     use_choice(request.scope.setdefault("state", {}), choice)
     return petition
+
+
+async def petition_snapshot(request: Request) -> CountSnapshot:
+    """The petition's summary and counts from this process's memory (404 for drafts)."""
+    snapshot = await request.app.state.live.counts.by_slug(request.path_params["slug"])
+    if snapshot is None or not snapshot.petition.is_public:
+        raise HTTPException(404, _("There is no petition at this address."))
+    return snapshot
+
+
+def cached_response(
+    request: Request, body: bytes, etag: str, media_type: str, max_age: int
+) -> Response:
+    """`body` for anyone to cache for `max_age` seconds, or 304 when they have it."""
+    headers = {
+        **CORS,
+        "ETag": etag,
+        "Cache-Control": f"public, max-age={max_age}, stale-while-revalidate={max_age * 3}",
+    }
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 async def live_counts(request: Request, petition_id: int) -> Counts:

@@ -14,33 +14,14 @@ from ..events import CLOSE, LiveEvent, TooManySubscribers
 from ..i18n import DEFAULT_LANGUAGE, _, interface_language
 from ..i18n import language as use
 from ..numbers import format_number
+from .base import CORS, cached_response, petition_snapshot
 
 KEEPALIVE_SECONDS = 15.0
-CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
-
-
-async def petition_snapshot(request: Request) -> CountSnapshot:
-    """The petition's summary and counts from this process's memory (404 for drafts)."""
-    snapshot = await request.app.state.live.counts.by_slug(request.path_params["slug"])
-    if snapshot is None or not snapshot.petition.is_public:
-        raise HTTPException(404, _("There is no petition at this address."))
-    return snapshot
-
-
-def _cached(request: Request, body: bytes, etag: str, media_type: str, max_age: int) -> Response:
-    headers = {
-        **CORS,
-        "ETag": etag,
-        "Cache-Control": f"public, max-age={max_age}, stale-while-revalidate={max_age * 3}",
-    }
-    if etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)
 
 
 async def count_json(request: Request) -> Response:
     snapshot = await petition_snapshot(request)
-    return _cached(request, snapshot.body, snapshot.etag, "application/json", 10)
+    return cached_response(request, snapshot.body, snapshot.etag, "application/json", 10)
 
 
 async def badge_svg(request: Request) -> Response:
@@ -49,7 +30,9 @@ async def badge_svg(request: Request) -> Response:
     snapshot = await petition_snapshot(request)
     with use(language):
         body = badge(snapshot).encode()
-    return _cached(request, body, f'{snapshot.etag[:-1]}-svg-{language}"', "image/svg+xml", 60)
+    return cached_response(
+        request, body, f'{snapshot.etag[:-1]}-svg-{language}"', "image/svg+xml", 60
+    )
 
 
 def badge(snapshot: CountSnapshot) -> str:

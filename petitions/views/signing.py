@@ -153,7 +153,11 @@ async def _verified_page(request: Request, state) -> Response:
     """Where a confirmation link leads; a confirmed signer gets the share buttons."""
     language = request.query_params.get("lang") or current_language()
     petition = await get_petition(request.app.state.db, state.slug, language)
-    return render(request, "verified.html", {"state": state, "petition": petition})
+    response = render(request, "verified.html", {"state": state, "petition": petition})
+    if state.receipt is not None:  # shown once: kept by no cache, named to no other site
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 def _invalid_link() -> Response:
@@ -175,7 +179,7 @@ async def verify(request: Request) -> Response:
         return render(request, "verify_expired.html", {"token": token}, 400)
     except TokenInvalid:
         return _invalid_link()
-    state = await verify_signature(request.app.state.db, public_id)
+    state = await verify_signature(request.app.state.db, public_id, request.app.state.mailer)
     if state is None:
         return _invalid_link()
     return await _verified_page(request, state)
