@@ -403,3 +403,35 @@ async def test_the_log_verifies_after_thousands_of_concurrent_changes(app, clien
         assert h.signature_valid()
         assert merkle.root_of(hashes[: h.size]) == h.root
         assert sum(-1 if leaf.kind == "remove" else 1 for leaf in leaves[: h.size]) == h.count
+
+
+async def verified_in_bulk(conn, petition_id: int, n: int) -> None:
+    """`n` verified signatures in one statement (a bulk load): one add each."""
+    await conn.execute(
+        """INSERT INTO signatures (petition_id, kind, status, display, name, email_hash,
+                                   verified_at)
+           SELECT $1, 'individual', 'verified', 'anonymous', 'x',
+                  sha256(convert_to(gen_random_uuid()::text, 'UTF8')), now()
+             FROM generate_series(1, $2)""",
+        petition_id, n,
+    )  # fmt: skip
+
+
+async def test_stored_subtrees_give_the_same_roots_across_batch_boundaries(app, client, conn):
+    """Batches that end inside, exactly at and across the stored 256-leaf subtrees and the
+    levels above them: every head's root equals the root computed from all leaves."""
+    pid = await make_petition(conn)
+    sizes = []
+    for batch in (1, 254, 1, 1, 300, 211, 256, 512, 1, 1500):
+        await verified_in_bulk(conn, pid, batch)
+        await transparency.sequence(app.state.db, batch=700)  # batches within batches too
+        sizes.append((await settle(app)).size)
+    assert sizes[-1] == 3037
+    leaves = await all_entries(client)
+    hashes = [merkle.leaf_hash(leaf.data()) for leaf in leaves]
+    heads = (await client.get(f"/p/{SLUG}/log/heads.json")).json()["heads"]
+    assert [h["size"] for h in heads] == sizes
+    for head in map(TreeHead.from_json, heads):
+        assert merkle.root_of(hashes[: head.size]) == head.root
+    stored = await conn.fetchval("SELECT count(*) FROM log_nodes WHERE petition_id = $1", pid)
+    assert stored == 3037 // 256 + 3037 // 512 + 3037 // 1024 + 3037 // 2048
