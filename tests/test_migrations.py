@@ -122,3 +122,42 @@ async def test_schema_constraints_hold(conn):
         await conn.execute("INSERT INTO petitions (slug) VALUES ('Bad Slug')")
     extensions = await conn.fetch("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'")
     assert extensions == []
+
+
+async def test_the_transparency_log_starts_with_the_signatures_already_counted(
+    empty_db_url, tmp_path
+):
+    """A site upgraded to migration 0014 with signatures counted already: its log starts
+    with one add per counted signature, oldest first, and nothing for the others."""
+    from conftest import add_signature, make_petition
+    from petitions.db import open_database
+    from petitions.transparency import leaves, sequence
+
+    before = tmp_path / "before"
+    before.mkdir()
+    for migration in read_migrations():
+        if migration.name < "0014":
+            shutil.copy(MIGRATIONS_DIR / migration.name, before / migration.name)
+    await migrate(empty_db_url, before)
+    conn = await asyncpg.connect(asyncpg_dsn(empty_db_url))
+    try:
+        pid = await make_petition(conn)
+        counted = [await add_signature(conn, pid) for _ in range(3)]
+        await add_signature(conn, pid, status="pending")
+        await add_signature(conn, pid, status="withdrawn")
+        await migrate(empty_db_url)
+        db = open_database(empty_db_url)
+        await db.connect()
+        try:
+            assert await sequence(db) == 3
+        finally:
+            await db.disconnect()
+        logged = await leaves(conn, pid, 0, 10)
+        assert [leaf.kind for leaf in logged] == ["add"] * 3
+        assert await conn.fetchval("SELECT count(*) FROM log_queue") == 0
+        # Each add has its own commitment (no receipt exists for these signers).
+        assert len({leaf.commitment for leaf in logged}) == len(counted)
+        state = await conn.fetchrow("SELECT size, count FROM log_state WHERE petition_id = $1", pid)
+        assert tuple(state) == (3, 3)
+    finally:
+        await conn.close()
