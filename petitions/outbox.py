@@ -22,17 +22,21 @@ from .mail import open_outbox
 
 # suppressed: past a mail cap (mail.CAPPED_PURPOSES), never sent; it keeps nothing of the message.
 STATUSES = ("waiting", "sent", "failed", "suppressed")
-PURPOSES = ("verification", "reminder", "update", "test", "notice")
+PURPOSES = ("verification", "reminder", "update", "test", "notice", "receipt")
 PAGE_SIZE = 50
 
 # The signer's links whose last path segment is a token that acts on a signature.
 LINK_TOKEN = re.compile(r"(/(?:verify|withdraw|unsubscribe)/)[A-Za-z0-9_.\-]+")
 HIDDEN_TOKEN = "…"
+# A signer's receipt (receipts.py), bare or after `#receipt=`: nobody but its signer
+# may hold it, the admins reading a waiting email included.
+RECEIPT = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){7}\b")
 
 
 def hide_link_tokens(text: str) -> str:
-    """`text` with the token of every signer's link replaced by `HIDDEN_TOKEN`."""
-    return LINK_TOKEN.sub(rf"\g<1>{HIDDEN_TOKEN}", text)
+    """`text` with the token of every signer's link and every receipt replaced by
+    `HIDDEN_TOKEN`."""
+    return RECEIPT.sub(HIDDEN_TOKEN, LINK_TOKEN.sub(rf"\g<1>{HIDDEN_TOKEN}", text))
 
 
 @dataclass(frozen=True)

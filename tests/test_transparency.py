@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from admin_support import make_admin
+from admin_support import admin_client, make_admin
 from conftest import add_signature, count_is, make_petition, opened_outbox
 from petitions import merkle, signature, transparency
 from petitions.app import create_app
@@ -435,3 +435,17 @@ async def test_stored_subtrees_give_the_same_roots_across_batch_boundaries(app, 
         assert merkle.root_of(hashes[: head.size]) == head.root
     stored = await conn.fetchval("SELECT count(*) FROM log_nodes WHERE petition_id = $1", pid)
     assert stored == 3037 // 256 + 3037 // 512 + 3037 // 1024 + 3037 // 2048
+
+
+async def test_an_owner_reading_the_waiting_receipt_email_does_not_see_the_receipt(app, conn):
+    pid = await make_petition(conn)
+    signer = (await pending(conn, pid, 1))[0]
+    state = await verify_signature(app.state.db, signer["public_id"], app.state.mailer)
+    [mail] = await conn.fetch("SELECT id FROM outbox WHERE purpose = 'receipt'")
+    async with admin_client(app, conn) as owner:
+        listing = await owner.get("/admin/outbox", params={"purpose": "receipt"})
+        assert listing.status_code == 200 and "Your receipt" in listing.text
+        message = await owner.get(f"/admin/outbox/{mail['id']}")
+        assert message.status_code == 200 and "#receipt=" in message.text
+        assert state.receipt.text not in message.text
+        assert state.receipt.text.replace("-", "") not in message.text.replace("-", "")
