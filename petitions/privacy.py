@@ -124,6 +124,15 @@ STORED: tuple[Stored, ...] = (
         N_("to notice floods of signatures from one mail domain"),
         hashed=True,
     ),
+    Stored(
+        N_("A fingerprint of your receipt (never the receipt itself)"),
+        ("receipt_commitment",),
+        N_(
+            "so that your receipt finds your signature in the petition's public log; "
+            "the log shows it with the hour and nothing else about you"
+        ),
+        hashed=True,
+    ),
 )
 # Columns that say nothing about the signer by themselves: row ids, and the
 # encrypted blob that holds the encrypted fields above.
@@ -146,6 +155,7 @@ KEPT_AFTER_WITHDRAWAL = {
     "erased_at": N_("dates"),
     "updated_at": N_("dates"),
     "updates": N_("that you get no updates"),
+    "receipt_commitment": N_("your receipt's fingerprint, as the public log has it"),
 }
 
 DISPLAY_LABELS = {
