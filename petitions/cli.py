@@ -1,5 +1,5 @@
 """The `petitions` command: serve, migrate, worker, purge, rotate-key, demo, create-admin,
-reset-totp, export."""
+reset-totp, export, audit."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ log = logging.getLogger("petitions")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command is cmd_audit:  # an outsider's check: no settings, no database
+        return cmd_audit(args)
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -165,6 +167,23 @@ def _parser() -> argparse.ArgumentParser:
         "--bom", action="store_true", help="start with a byte-order mark, for Excel"
     )
     export.set_defaults(command=cmd_export)
+
+    audit = commands.add_parser(
+        "audit",
+        help="check a petition's transparency log: every leaf, signed head and the count",
+    )
+    audit.add_argument(
+        "url", nargs="?", metavar="URL", help="the petition's address, https://example.org/p/SLUG"
+    )
+    audit.add_argument("--save", metavar="DIR", help="keep a copy of what was downloaded in DIR")
+    audit.add_argument("--from", dest="from_dir", metavar="DIR", help="audit a saved copy offline")
+    audit.add_argument(
+        "--since",
+        metavar="HEADFILE",
+        help="also prove the log only grew since a head kept earlier "
+        "(a saved log.json, or SIZE:ROOT as printed in emails)",
+    )
+    audit.set_defaults(command=cmd_audit)
     return parser
 
 
@@ -465,6 +484,20 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if output is not None:
         print(f"wrote {rows:,} signatures to {output}", file=sys.stderr)
     return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from pathlib import Path
+
+    from .log_audit import run_audit
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    try:
+        return run_audit(args.url, path(args.save), path(args.from_dir), path(args.since))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
