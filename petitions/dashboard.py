@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from databases import Database
 
 from .db import raw_connection
+from .log_keys import SHORT_HEX
 from .signature import Status
 
 DAYS_SHOWN = 90
@@ -32,6 +33,17 @@ class PetitionOverview:
     verified: int
     pending: int
     held: int
+    # The transparency log's latest signed head (None before the first is signed).
+    log_size: int | None = None
+    log_root: bytes | None = None
+    log_count: int | None = None
+
+    @property
+    def log_short(self) -> str | None:
+        """The head's short form, as the petition page and the emails print it."""
+        if self.log_size is None:
+            return None
+        return f"{self.log_size}:{self.log_root.hex()[:SHORT_HEX]}"
 
 
 _STATUS_ORDER = "array_position(ARRAY['open', 'draft', 'closed', 'archived'], p.status)"
@@ -48,8 +60,12 @@ async def petition_overviews(db: Database) -> list[PetitionOverview]:
                    (SELECT count(*) FROM signatures
                      WHERE petition_id = p.id AND status = 'pending') AS pending,
                    (SELECT count(*) FROM signatures
-                     WHERE petition_id = p.id AND status = 'held') AS held
+                     WHERE petition_id = p.id AND status = 'held') AS held,
+                   h.size AS log_size, h.root_hash AS log_root, h.count AS log_count
               FROM petitions p
+              LEFT JOIN LATERAL (SELECT size, root_hash, count FROM log_heads
+                                  WHERE petition_id = p.id
+                                  ORDER BY size DESC LIMIT 1) h ON true
               JOIN LATERAL (SELECT id FROM statement_versions WHERE petition_id = p.id
                              ORDER BY version DESC LIMIT 1) v ON true
               JOIN LATERAL (SELECT title FROM statement_texts WHERE version_id = v.id

@@ -14,7 +14,9 @@ from markupsafe import Markup
 from . import i18n
 from .crypto import OUTBOX_CONTEXT, Cipher, cipher_for
 from .keys import mailbox_hash
+from .log_display import format_log_hour
 from .markdown import render_markdown
+from .numbers import format_number
 from .paths import TEMPLATES_DIR
 from .petitions import Petition, fetch_petition_by_id
 from .settings import Settings
@@ -54,6 +56,18 @@ class OutgoingMessage:
     html: str
     message_id: str
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def log_checkpoint(head) -> dict | None:
+    """A signed head of the transparency log as an email prints it, in the current
+    language: its short form, the count it signs and its hour."""
+    if head is None:
+        return None
+    return {
+        "short": head.short,
+        "count": format_number(head.count),
+        "hour": format_log_hour(head.time),
+    }
 
 
 class Mailer:
@@ -125,7 +139,9 @@ class Mailer:
             withdraw_url=self.link("withdraw", public_id),
         )
 
-    def receipt(self, petition: Petition, email: str, receipt, status: str) -> OutgoingMessage:
+    def receipt(
+        self, petition: Petition, email: str, receipt, status: str, kind: str | None = None
+    ) -> OutgoingMessage:
         """To a signer who has just confirmed: their receipt, to check their signature in
         the petition's transparency log (the link carries it after `#`, which browsers
         never send to a server). The only copy we keep is the outbox's, until sent."""
@@ -135,6 +151,7 @@ class Mailer:
             subject_line(i18n._("Your receipt: %(title)s"), petition.title),
             petition=petition,
             status=status,
+            kind=kind,  # an organisation is never told whether it waits (docs/signing.md)
             receipt=receipt.text,
             receipt_url=self.receipt_url(petition.slug, receipt),
         )
@@ -157,10 +174,17 @@ class Mailer:
         return self._msgid_domain
 
     def update(
-        self, petition: Petition, recipient: str, subject: str, body: str, unsubscribe_url: str
+        self,
+        petition: Petition,
+        recipient: str,
+        subject: str,
+        body: str,
+        unsubscribe_url: str,
+        log_head=None,
     ) -> OutgoingMessage:
         """An update to signers: the Markdown as text, rendered as HTML, with one-click
-        unsubscribing (RFC 8058) in its headers."""
+        unsubscribing (RFC 8058) in its headers. `log_head`: the transparency log's
+        latest signed head, printed as a checkpoint for signers to keep."""
         message = self._compose(
             "update",
             recipient,
@@ -170,6 +194,7 @@ class Mailer:
             body_html=Markup(render_markdown(body)),
             unsubscribe_url=unsubscribe_url,
             petition_url=self.page_url(f"/p/{petition.slug}"),
+            checkpoint=log_checkpoint(log_head),
         )
         return replace(
             message,

@@ -352,7 +352,7 @@ async def _mail_receipt(conn, mailer: Mailer, public_id, receipt: Receipt, state
     language = row["language"]
     petition = await mailer.petition_for_mail(conn, row["petition_id"], language)
     with i18n.language(language):
-        message = mailer.receipt(petition, personal["email"], receipt, state.status)
+        message = mailer.receipt(petition, personal["email"], receipt, state.status, state.kind)
     await mailer.enqueue(conn, message, "receipt", row["id"])
 
 

@@ -12,6 +12,7 @@ from . import i18n
 from .browser_texts import browser_texts
 from .countries import country_name, country_names, flag, sort_by_country_name
 from .locales import lang_url, link_language, switcher_links
+from .log_display import format_log_hour
 from .markdown import render_markdown
 from .numbers import format_date, format_datetime, format_number, numbering_system
 from .paths import TEMPLATES_DIR
@@ -79,6 +80,7 @@ def make_templates() -> Jinja2Templates:
         number=format_number,
         date=format_date,
         datetime=format_datetime,
+        log_hour=format_log_hour,  # a transparency log's hour (log_display.py)
         initials=initials,
         bdi=bdi,
         organisation_type=organisation_type_label,

@@ -20,10 +20,11 @@ from email.utils import make_msgid
 
 from databases import Database
 
-from . import audit, i18n
+from . import audit, i18n, transparency
 from .db import raw_connection
 from .fields import FieldReader
 from .keys import derive_key
+from .log_display import current_head
 from .mail import MAX_SUBJECT as MAX_MAIL_SUBJECT
 from .mail import Mailer, OutgoingMessage, bounded, seal_outbox
 from .personal import personal_of
@@ -91,10 +92,11 @@ async def count_recipients(db: Database, petition_id: int) -> int:
         return await conn.fetchval(f"SELECT count(*) FROM ({_RECIPIENTS}) r", petition_id)
 
 
-def preview(mailer: Mailer, petition: Petition, draft: UpdateDraft, recipient: str):
-    """The message as a signer would get it (with a link that unsubscribes no one)."""
+def preview(mailer: Mailer, petition: Petition, draft: UpdateDraft, recipient: str, log_head=None):
+    """The message as a signer would get it (with a link that unsubscribes no one);
+    `log_head`: the transparency log's checkpoint it prints (log_display.current_head)."""
     return mailer.update(
-        petition, recipient, draft.subject, draft.body, _test_unsubscribe_url(mailer)
+        petition, recipient, draft.subject, draft.body, _test_unsubscribe_url(mailer), log_head
     )
 
 
@@ -106,7 +108,7 @@ async def send_test(
     db: Database, mailer: Mailer, petition: Petition, draft: UpdateDraft, admin_id: int, email: str
 ) -> None:
     """Queue the update to the admin alone (purpose `test`)."""
-    message = preview(mailer, petition, draft, email)
+    message = preview(mailer, petition, draft, email, await current_head(db, petition.id))
     message = replace(message, subject=f"[Test] {draft.subject}")
     async with raw_connection(db) as conn, conn.transaction():
         await mailer.enqueue(conn, message, "test")
@@ -134,13 +136,14 @@ async def send_update(
     recipient's link is put in."""
     placeholder = f"UNSUBSCRIBE-{secrets.token_hex(16)}"
     templates: dict[str, OutgoingMessage] = {}  # by the signers' recorded language
+    log_head = None  # the log's checkpoint every copy prints: read once, in the transaction
 
     async def render_for(conn, language: str) -> None:
         translated = await mailer.petition_for_mail(conn, petition.id, language)
         with i18n.language(language):
             templates[language] = mailer.update(
                 translated, "nobody@example.org", draft.subject, draft.body,
-                mailer.page_url(f"/unsubscribe/{placeholder}"),
+                mailer.page_url(f"/unsubscribe/{placeholder}"), log_head,
             )  # fmt: skip
 
     tokens = mailer.tokens
@@ -180,6 +183,7 @@ async def send_update(
         )
         if already:
             raise DuplicateUpdate
+        log_head = await transparency.latest_head(conn, petition.id)
         update_id = await conn.fetchval(
             """
             INSERT INTO petition_updates (petition_id, subject, body, created_by, sent_at)

@@ -27,6 +27,7 @@ from ..editing import (
     update_settings,
 )
 from ..embedding import COUNTER_HEIGHT, FORM_HEIGHT, iframe_snippet
+from ..log_display import current_head
 from ..markdown import render_markdown
 from ..petitions import Petition, get_counts, statement_history
 from .admin_base import admin_page, load_petition, notify, render, see_other
@@ -242,6 +243,7 @@ async def petition_dashboard(request: Request) -> Response:
             "charts": charts,
             "countries": countries,
             "activity": await recent_for_petition(db, petition.id),
+            "log_head": await current_head(db, petition.id),
         },
     )
 

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..fields import FieldErrors
+from ..log_display import current_head
 from ..markdown import render_markdown
 from ..updates import (
     DuplicateUpdate,
@@ -47,7 +48,8 @@ async def updates(request: Request) -> Response:
     admin = request.state.admin
     mailer = request.app.state.mailer
     secret_key = request.app.state.settings.secret_key
-    message = preview(mailer, petition, draft, admin.email)
+    log_head = await current_head(db, petition.id)
+    message = preview(mailer, petition, draft, admin.email, log_head)
     context.update(
         preview={"subject": draft.subject, "html": render_markdown(draft.body), "text": message.text},
         confirmation=confirmation(secret_key, petition.id, draft),

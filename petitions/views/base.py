@@ -13,6 +13,7 @@ from ..counters import CountSnapshot
 from ..disclosure import PublicBreakdown, public_breakdown
 from ..i18n import _
 from ..locales import choose_language, likely_text_language, use_choice
+from ..log_display import current_head
 from ..petitions import Counts, Petition, get_counts, get_petition, statement_history
 from ..signatories import list_signatories
 
@@ -127,4 +128,6 @@ async def render_petition_form(
     }
     if full_page and petition.version > 1:
         context["versions"] = await statement_history(db, petition.id)
+    if full_page:  # "How to check this count": the latest checkpoint of the public log
+        context["log_head"] = await current_head(db, petition.id)
     return render(request, template, context, status_code)

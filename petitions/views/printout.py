@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..countries import country_names
 from ..i18n import _, current_language, language
+from ..log_display import current_head
 from ..printout import Group, listed_signatories
 from ..streaming import stream_from_database
 from .base import disclosed, live_counts, load_petition
@@ -102,6 +103,8 @@ async def print_document(request: Request) -> Response:
         "breakdown": breakdown,
         "printed_on": datetime.now(UTC),
         "petition_url": f"{settings.base_url}/p/{petition.slug}",
+        # The public log's checkpoint, so a reader can later catch a rewrite of the count.
+        "log_head": await current_head(request.app.state.db, petition.id),
     }
     template = request.app.state.templates.get_template("print.html")
     with language(lang):
