@@ -89,6 +89,9 @@ async def make_public_pages(conn, tokens) -> dict[str, str]:
         "embed": "/p/release-them/embed",
         "persian embed": "/p/haft-tapeh/embed",
         "embed counter": "/p/release-them/embed?form=0",
+        "receipt": "/p/haft-tapeh/receipt",
+        # A receipt the log does not hold: the answer, with the form again.
+        "receipt checked": "/p/release-them/receipt?receipt=" + "ABCD" * 8,
     }
 
 
