@@ -68,5 +68,9 @@
   var boxes = document.querySelectorAll("[data-receipt-box]");
   for (var i = 0; i < boxes.length; i++) setUpCopy(boxes[i]);
   var form = document.querySelector("[data-receipt-form]");
-  if (form) checkFromFragment(form);
+  if (form) {
+    checkFromFragment(form);
+    // Another receipt link opened in this tab only changes the part after "#".
+    window.addEventListener("hashchange", function () { checkFromFragment(form); });
+  }
 })();
