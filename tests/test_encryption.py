@@ -106,7 +106,7 @@ async def test_a_database_dump_names_nobody(client, app, conn, db_url, mail_sett
     rows = {r["email"]: r for r in csv.DictReader(io.StringIO(export))}
     assert rows["hidden@mail.example"]["occupation"] == "Sugar cane cutter"
     assert rows["contact@haft-tapeh.example"]["website"] == "https://haft-tapeh.example"
-    [waiting] = await opened_outbox(conn, "status = 'waiting'")
+    [waiting] = await opened_outbox(conn, "status = 'waiting' AND purpose = 'reminder'")
     assert waiting["recipient"] == "hidden@mail.example" and "/withdraw/" in waiting["body_text"]
 
 
