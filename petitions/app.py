@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from . import delivery
 from .auth import AdminSessions, session_key
+from .counter_fast_path import CountFastPath
 from .crypto import cipher_for
 from .db import open_database, raw_connection
 from .events import LiveHub
@@ -216,6 +217,11 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
             # Outermost: an unknown Host is refused, and from here on every absolute
             # address is BASE_URL's (hosts.py).
             Middleware(SiteOrigin),
+            # A count held in memory is answered here, without the rest (it counts
+            # itself in the metrics and adds SecurityHeaders' headers).
+            Middleware(
+                CountFastPath, metrics=metrics, hsts=settings.base_url.startswith("https://")
+            ),
             Middleware(ChooseLanguage),  # error pages are in the chosen language too
             Middleware(RequestCounter, metrics=metrics, routes=routes),
             Middleware(SecurityHeaders, hsts=settings.base_url.startswith("https://")),

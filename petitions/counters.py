@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from databases import Database
 
@@ -37,10 +38,13 @@ class CachedPetition:
 
 @dataclass(frozen=True)
 class CountSnapshot:
+    """One petition's counts at one moment. A new snapshot replaces it when they change,
+    so what is derived from it is computed once, not on every count.json request."""
+
     petition: CachedPetition
     counts: Counts
 
-    @property
+    @cached_property
     def payload(self) -> dict:
         return {
             "slug": self.petition.slug,
@@ -52,11 +56,11 @@ class CountSnapshot:
             "updated_at": public_time_text(self.counts.updated_at),
         }
 
-    @property
+    @cached_property
     def body(self) -> bytes:
         return json.dumps(self.payload, separators=(",", ":")).encode()
 
-    @property
+    @cached_property
     def etag(self) -> str:
         return '"' + hashlib.sha256(self.body).hexdigest()[:20] + '"'
 
@@ -69,12 +73,17 @@ class CountCache:
         self._by_id: dict[int, CountSnapshot] = {}
         self._slugs: dict[str, int] = {}
 
+    def cached(self, slug: str) -> CountSnapshot | None:
+        """The snapshot of `slug` if this process holds it (no database, no await)."""
+        petition_id = self._slugs.get(slug)
+        return None if petition_id is None else self._by_id.get(petition_id)
+
     async def by_slug(self, slug: str) -> CountSnapshot | None:
         if not valid_slug(slug):
             return None
-        petition_id = self._slugs.get(slug)
-        if petition_id is not None and petition_id in self._by_id:
-            return self._by_id[petition_id]
+        snapshot = self.cached(slug)
+        if snapshot is not None:
+            return snapshot
         summary = await self._load_summary("slug = $1", slug)
         if summary is None:
             return None

@@ -73,6 +73,23 @@ def host_allowed(host: str | None, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+@lru_cache(maxsize=1024)
+def header_allowed(
+    header: bytes, base_url: str, allowed_hosts: tuple[str, ...] | None
+) -> bool:
+    """Whether a Host header's value names an allowed host (the same few values come
+    on every request: remembered, within bounds)."""
+    patterns = allowed_host_patterns(base_url, allowed_hosts)
+    return host_allowed(request_host(header.decode("latin-1")), patterns)
+
+
+@lru_cache(maxsize=32)
+def origin_of(base_url: str) -> tuple[str, tuple[bytes, bytes]]:
+    """BASE_URL's scheme, and the Host header that names it."""
+    base = urlsplit(base_url)
+    return base.scheme, (b"host", base.netloc.encode("ascii"))
+
+
 class SiteOrigin:
     """Refuse unknown hosts; make BASE_URL the request's origin for everything inside."""
 
@@ -86,17 +103,16 @@ class SiteOrigin:
         # Read per request: tests and `serve` may replace the settings after start.
         settings = scope["app"].state.settings
         header = next((v for k, v in scope["headers"] if k == b"host"), b"")
-        host = request_host(header.decode("latin-1"))
-        patterns = allowed_host_patterns(settings.base_url, settings.allowed_hosts)
-        if not host_allowed(host, patterns) and scope["path"] not in ANY_HOST_PATHS:
+        if (
+            not header_allowed(header, settings.base_url, settings.allowed_hosts)
+            and scope["path"] not in ANY_HOST_PATHS
+        ):
             await _refuse(send)
             return
-        base = urlsplit(settings.base_url)
+        scheme, host = origin_of(settings.base_url)
         scope = dict(scope)
-        scope["scheme"] = base.scheme
-        scope["headers"] = [(b"host", base.netloc.encode("ascii"))] + [
-            (k, v) for k, v in scope["headers"] if k != b"host"
-        ]
+        scope["scheme"] = scheme
+        scope["headers"] = [host, *(h for h in scope["headers"] if h[0] != b"host")]
         await self.app(scope, receive, send)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from babel import Locale, UnknownLocaleError
-from starlette.datastructures import URL, Headers, QueryParams
+from starlette.datastructures import URL, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import i18n
@@ -238,6 +238,16 @@ def switcher_links(request, petition=None) -> list[LanguageLink]:
     return language_links(codes, current, path)
 
 
+ENGLISH = LanguageChoice("en", "en", None, negotiated=False)
+
+
+@lru_cache(maxsize=512)
+def _site_choice(requested: str | None, accept: bytes | None) -> LanguageChoice:
+    """`choose_site_language` for one request's `?lang=` and Accept-Language header:
+    the same few pairs come again and again, so they are remembered (within bounds)."""
+    return choose_site_language(requested, None if accept is None else accept.decode("latin-1"))
+
+
 class ChooseLanguage:
     """Chooses every request's language from `?lang=` and `Accept-Language` among the
     interface languages (a petition's pages refine it: views.base.load_petition), and
@@ -252,18 +262,26 @@ class ChooseLanguage:
             return
         state = scope.setdefault("state", {})
         if scope["path"].startswith(ENGLISH_ONLY_PREFIXES):
-            choice = LanguageChoice("en", "en", None, negotiated=False)
+            choice = ENGLISH
         else:
-            requested = QueryParams(scope.get("query_string", b"")).get("lang")
-            accept = Headers(scope=scope).get("accept-language")
-            choice = choose_site_language(requested, accept)
+            query = scope.get("query_string", b"")
+            # Parsed only when it may name a language (`%` for an encoded "lang").
+            requested = (
+                QueryParams(query).get("lang") if b"lang" in query or b"%" in query else None
+            )
+            accept = next((v for k, v in scope["headers"] if k == b"accept-language"), None)
+            # Cut to what is read anyway, so that remembering them stays small.
+            if requested is not None and len(requested) > MAX_TAG_CHARS:
+                requested = ""  # no language tag, as any longer value
+            choice = _site_choice(requested, accept and accept[:MAX_HEADER_CHARS])
         use_choice(state, choice)
 
         async def send_with_vary(message: Message) -> None:
             if message["type"] == "http.response.start" and state["language"].negotiated:
-                headers = Headers(raw=message.get("headers", []))
-                if headers.get("content-type", "").startswith("text/html"):
-                    message["headers"] = _vary_on_language(list(message.get("headers", [])))
+                raw = message.get("headers", [])
+                content_type = next((v for k, v in raw if k == b"content-type"), b"")
+                if content_type.startswith(b"text/html"):
+                    message["headers"] = _vary_on_language(list(raw))
             await send(message)
 
         await self.app(scope, receive, send_with_vary)

@@ -54,6 +54,17 @@ class Metrics:
             "petitions_outbox_oldest_waiting_seconds", "Age of the oldest email still waiting"
         )
         self.started.set(time.time())
+        # Each (route, method, status) counter once: `labels()` costs a lock and a tuple
+        # of strings on every request.
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        key = (route, method, status)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self.requests.labels(route, method, str(status))
+            self._request_counters[key] = counter
+        counter.inc()
 
     async def render(self, request: Request) -> Response:
         refusal = metrics_refusal(request)
@@ -151,4 +162,4 @@ class RequestCounter:
             await self.app(scope, receive, counting_send)
         finally:
             route = self.paths.get(scope.get("endpoint"), "unmatched")
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.count_request(route, scope["method"], status)

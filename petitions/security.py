@@ -26,36 +26,40 @@ def _frameable(path: str) -> bool:
 HSTS = b"max-age=31536000"
 
 
+def security_headers(frameable: bool, hsts: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """What `SecurityHeaders` adds to an answer (a header the answer sets itself wins)."""
+    ancestors = "; frame-ancestors *" if frameable else "; frame-ancestors 'none'"
+    headers = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"strict-origin-when-cross-origin"),
+        (b"content-security-policy", (_BASE_CSP + ancestors).encode()),
+    ]
+    if not frameable:
+        headers.append((b"x-frame-options", b"DENY"))
+    if hsts:
+        headers.append((b"strict-transport-security", HSTS))
+    return tuple(headers)
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
         self.hsts = hsts
+        # Built once: they depend only on whether the page may be framed.
+        self.framed = security_headers(frameable=True, hsts=hsts)
+        self.unframed = security_headers(frameable=False, hsts=hsts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        frameable = _frameable(scope["path"])
-        headers = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"strict-origin-when-cross-origin"),
-            (
-                b"content-security-policy",
-                (
-                    _BASE_CSP + ("; frame-ancestors *" if frameable else "; frame-ancestors 'none'")
-                ).encode(),
-            ),
-        ]
-        if not frameable:
-            headers.append((b"x-frame-options", b"DENY"))
-        if self.hsts:
-            headers.append((b"strict-transport-security", HSTS))
+        headers = self.framed if _frameable(scope["path"]) else self.unframed
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(n, v) for n, v in headers if n not in present]
-                message["headers"] = list(message.get("headers", [])) + extra
+                own = message.get("headers", [])
+                present = {name.lower() for name, _ in own}
+                message["headers"] = [*own, *(h for h in headers if h[0] not in present)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

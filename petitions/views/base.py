@@ -55,15 +55,19 @@ async def petition_snapshot(request: Request) -> CountSnapshot:
     return snapshot
 
 
-def cached_response(
-    request: Request, body: bytes, etag: str, media_type: str, max_age: int
-) -> Response:
-    """`body` for anyone to cache for `max_age` seconds, or 304 when they have it."""
-    headers = {
+def cache_headers(etag: str, max_age: int) -> dict[str, str]:
+    return {
         **CORS,
         "ETag": etag,
         "Cache-Control": f"public, max-age={max_age}, stale-while-revalidate={max_age * 3}",
     }
+
+
+def cached_response(
+    request: Request, body: bytes, etag: str, media_type: str, max_age: int
+) -> Response:
+    """`body` for anyone to cache for `max_age` seconds, or 304 when they have it."""
+    headers = cache_headers(etag, max_age)
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
