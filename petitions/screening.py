@@ -100,19 +100,22 @@ def parse_entry(text: str) -> tuple[str, str]:
 # Matching at sign time ---------------------------------------------------------------
 
 # Block first: an entry on the block list wins over one on the allow list.
-_VERDICT = """
-SELECT list FROM screening_rules
- WHERE ($1::inet IS NOT NULL AND network IS NOT NULL AND $1::inet <<= network)
-    OR ($2::text IS NOT NULL AND domain IS NOT NULL
-        AND (domain = $2
+# An entry of screening_rules matching an {address} (inet) and an email {domain} (text).
+MATCHES_RULE = """({address} IS NOT NULL AND network IS NOT NULL AND {address} <<= network)
+    OR ({domain} IS NOT NULL AND domain IS NOT NULL
+        AND (domain = {domain}
              OR (starts_with(domain, '*.')
-                 AND right($2, char_length(domain) - 1) = substr(domain, 2))))
+                 AND right({domain}, char_length(domain) - 1) = substr(domain, 2))))"""
+_VERDICT = f"""
+SELECT list FROM screening_rules
+ WHERE {MATCHES_RULE.format(address="$1::inet", domain="$2::text")}
  ORDER BY list = 'block' DESC
  LIMIT 1
 """
 
 
-def _address(address: str | None) -> str | None:
+def network_address(address: str | None) -> str | None:
+    """A client address as the lists compare it (None: not an IP address)."""
     try:
         return str(ipaddress.ip_address(address or ""))
     except ValueError:
@@ -123,7 +126,7 @@ async def list_verdict(
     conn: asyncpg.Connection, address: str | None, email: str | None
 ) -> str | None:
     """ "block", "allow", or None: what the lists say of a client address and an email."""
-    return await conn.fetchval(_VERDICT, _address(address), email_domain(email))
+    return await conn.fetchval(_VERDICT, network_address(address), email_domain(email))
 
 
 async def is_allowed(conn: asyncpg.Connection, address: str | None, email: str | None) -> bool:

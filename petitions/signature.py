@@ -202,17 +202,35 @@ ORGANISATION_ALREADY_COUNTED = f"""EXISTS (
 # organisations moderated, and when its organisation already counts (a second person
 # signing for it: docs/signing.md);
 # $3 holds it in any case (confirming lost a race with another signature for it).
-_CONFIRM = f"""
-UPDATE signatures s
-   SET status = CASE WHEN s.hold_reason IS NOT NULL THEN '{Status.HELD}'
+_CONFIRMED_STATUS = f"""CASE WHEN s.hold_reason IS NOT NULL THEN '{Status.HELD}'
                      WHEN s.kind = '{Kind.ORGANISATION}'
                           AND (p.moderate_organisations OR $3 OR {ORGANISATION_ALREADY_COUNTED})
-                     THEN '{Status.HELD}' ELSE '{Status.VERIFIED}' END,
+                     THEN '{Status.HELD}' ELSE '{Status.VERIFIED}' END"""
+_CONFIRM = f"""
+UPDATE signatures s
+   SET status = {_CONFIRMED_STATUS},
        verified_at = now(), updated_at = now(), receipt_commitment = $4
   FROM petitions p
  WHERE p.id = s.petition_id AND s.public_id = $1 AND s.status = ANY($2::text[])
    AND {TAKES_SIGNATURES_SQL}
 RETURNING s.status, p.slug, s.kind
+"""
+# Many at once (signing.py's group commit), each with its receipt's commitment: what
+# the receipt email needs comes back with them.
+_CONFIRM_MANY = f"""
+UPDATE signatures s
+   SET status = {_CONFIRMED_STATUS},
+       verified_at = now(), updated_at = now(), receipt_commitment = c.commitment
+  FROM petitions p, unnest($1::uuid[], $4::bytea[]) AS c(public_id, commitment)
+ WHERE p.id = s.petition_id AND s.public_id = c.public_id AND s.status = ANY($2::text[])
+   AND {TAKES_SIGNATURES_SQL}
+RETURNING s.public_id, s.status, p.slug, s.kind, s.id, s.petition_id, s.sealed, s.name,
+          s.email, s.language
+"""
+_STATES = """
+SELECT s.public_id, s.status, p.slug, s.kind
+  FROM signatures s JOIN petitions p ON p.id = s.petition_id
+ WHERE s.public_id = ANY($1::uuid[])
 """
 
 
@@ -238,6 +256,27 @@ async def confirm(
     if row is not None:
         return SignatureState(row["status"], row["slug"], changed=True, kind=row["kind"])
     return await signature_state(conn, public_id)
+
+
+async def confirm_many(
+    conn: asyncpg.Connection, confirmations: Sequence[tuple[uuid.UUID, bytes]]
+) -> tuple[list, dict[uuid.UUID, SignatureState]]:
+    """`confirm` for distinct signatures at once, with their receipts' commitments: the
+    rows it changed (status, slug, kind and what the receipt email needs), and the
+    state of each of the others that exists. A UniqueViolationError (two signatures
+    of one organisation) leaves it to the caller to confirm them one at a time."""
+    pending = sorted(set(_sources("verify")) | set(_sources("hold")))
+    ids = [public_id for public_id, _ in confirmations]
+    changed = await conn.fetch(
+        _CONFIRM_MANY, ids, pending, False, [commitment for _, commitment in confirmations]
+    )
+    done = {row["public_id"] for row in changed}
+    others = [i for i in ids if i not in done]
+    states = {}
+    if others:
+        for row in await conn.fetch(_STATES, others):
+            states[row["public_id"]] = SignatureState(row["status"], row["slug"], kind=row["kind"])
+    return list(changed), states
 
 
 # The one definition of erasing a signer's personal data (withdrawal, retention):

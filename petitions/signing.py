@@ -9,10 +9,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 
 from databases import Database
 
-from . import i18n, sign_limits
+from . import batching, i18n, sign_batch, sign_limits
 from .clients import client_network
 from .crypto import ENCRYPTED_FIELDS
 from .db import raw_connection
@@ -33,6 +34,7 @@ from .signature import (
     SignatureState,
     Status,
     confirm,
+    confirm_many,
     signature_state,
     withdraw,
 )
@@ -212,6 +214,9 @@ async def submit_signature(
     The sign limits (sign_limits.py) mark a signature past its network's or domain's
     hourly limit to be held once confirmed, and raise OverCeiling (nothing stored)
     far past it; FormTokenSpent when `form_token_id` has carried its submissions.
+
+    Concurrent calls in one process are stored together, in one transaction
+    (batching.py, sign_batch.py); this returns once this signature is committed.
     """
     language = i18n.interface_language(language) or i18n.current_language()
     public_id = uuid.uuid4()
@@ -223,34 +228,84 @@ async def submit_signature(
         mailer.cipher, secret, public_id, signer.kind, signer.display, signer.country,
         signer.personal(),
     )  # fmt: skip
-    sealed_message = mailer.seal(message)
     domain = email_domain(signer.email)
-    source = sign_limits.Source(
-        petition.id, network_hash(secret, network) if network else None,
-        domain_hash(secret, domain) if domain else None, domain,
-    )  # fmt: skip
-    async with raw_connection(db) as conn, conn.transaction():
-        # The allow and block lists (screening.py): a blocked network or domain is
-        # held once confirmed; the signer's answer is the same as everyone's.
-        verdict = await list_verdict(conn, client_address, signer.email)
-        over_limit = await sign_limits.admit(
-            conn, sign_limits.Limits.of(mailer.settings), source, form_token_id,
-            exempt=verdict == "allow",
-        )  # fmt: skip
-        row = await conn.fetchrow(
-            _INSERT_SIGNATURE,
+    network_key = network_hash(secret, network) if network else None
+    domain_key = domain_hash(secret, domain) if domain else None
+    signature = SignatureToStore(
+        client_address=client_address,
+        email=signer.email,
+        limits=sign_limits.Limits.of(mailer.settings),
+        source=sign_limits.Source(petition.id, network_key, domain_key, domain),
+        form_token_id=form_token_id,
+        arguments=(
             public_id, petition.id, petition.version_id, signer.kind, signer.display,
             stored["sealed"], stored["email_hash"], stored["organisation_hash"],
             stored["search_hashes"], stored["initials"], stored["name"], stored["city"],
             stored["occupation"], stored["organisation"], stored["organisation_type"],
             stored["website"], stored["members"], stored["comment"], signer.country,
-            signer.updates, language, signer.ref,
-            network_hash(secret, network) if network else None,
-            bounded(message.subject, MAX_SUBJECT), sealed_message, message.message_id,
-            domain_hash(secret, domain) if domain else None, hold_reason(verdict) or over_limit,
-            mailbox_hash(secret, signer.email), mailer.settings.mail_per_mailbox_per_day,
-            mailer.settings.mail_per_network_per_hour,
+            signer.updates, language, signer.ref, network_key,
+            bounded(message.subject, MAX_SUBJECT), mailer.seal(message), message.message_id,
+            domain_key, None, mailbox_hash(secret, signer.email),
+            mailer.settings.mail_per_mailbox_per_day, mailer.settings.mail_per_network_per_hour,
+        ),
+    )  # fmt: skip
+    return await batching.gatherer(db, "sign", partial(_store_signatures, db)).submit(signature)
+
+
+@dataclass(frozen=True)
+class SignatureToStore:
+    """A sign request ready for the database: its email composed, everything sealed."""
+
+    client_address: str | None
+    email: str
+    limits: sign_limits.Limits
+    source: sign_limits.Source
+    form_token_id: bytes | None
+    arguments: tuple  # _INSERT_SIGNATURE's, with HOLD_REASON still to decide
+
+    def insert_arguments(self, hold_reason: str | None) -> tuple:
+        arguments = list(self.arguments)
+        arguments[HOLD_REASON] = hold_reason
+        return tuple(arguments)
+
+
+HOLD_REASON = 27  # the position of $28 in SignatureToStore.arguments
+
+
+async def _store_signatures(db: Database, batch) -> list:
+    """Each signature's SignResult, or the exception for its caller alone."""
+    if len(batch) > 1:
+        try:
+            async with raw_connection(db) as conn, conn.transaction():
+                outcomes = await sign_batch.store(conn, batch)
+            return [o if isinstance(o, Exception) else SignResult(o) for o in outcomes]
+        except Exception as error:  # one row the database refused: each on its own
+            if sign_batch.lost_connection(error):
+                raise
+    outcomes = []
+    async with raw_connection(db) as conn:
+        for signature in batch:
+            try:
+                outcomes.append(await _store_one(conn, signature))
+            except Exception as error:  # this caller's alone
+                if len(batch) == 1:
+                    raise
+                outcomes.append(error)
+    return outcomes
+
+
+async def _store_one(conn, signature: SignatureToStore) -> SignResult:
+    async with conn.transaction():
+        # The allow and block lists (screening.py): a blocked network or domain is
+        # held once confirmed; the signer's answer is the same as everyone's.
+        verdict = await list_verdict(conn, signature.client_address, signature.email)
+        over_limit = await sign_limits.admit(
+            conn, signature.limits, signature.source, signature.form_token_id,
+            exempt=verdict == "allow",
         )  # fmt: skip
+        row = await conn.fetchrow(
+            _INSERT_SIGNATURE, *signature.insert_arguments(hold_reason(verdict) or over_limit)
+        )
     if row["stored"]:
         return SignResult("stored")
     if row["open"]:
@@ -329,7 +384,34 @@ async def verify_signature(
     The confirmation that changes it makes the signer's receipt (receipts.py): its
     commitment is stored for the transparency log, and the receipt itself comes back
     in the state (for the page) and is mailed to the signer (with a `mailer`), in the
-    same transaction; then it is forgotten."""
+    same transaction; then it is forgotten.
+
+    Concurrent confirmations in one process are committed together (batching.py);
+    this returns once this one is committed."""
+    confirm_all = partial(_confirm_signatures, db)
+    return await batching.gatherer(db, "confirm", confirm_all).submit((public_id, mailer))
+
+
+async def _confirm_signatures(db: Database, batch) -> list:
+    if len(batch) > 1:
+        try:
+            async with raw_connection(db) as conn, conn.transaction():
+                return await _confirm_together(conn, batch)
+        except Exception as error:  # one row the database refused: each on its own
+            if sign_batch.lost_connection(error):
+                raise
+    outcomes = []
+    for public_id, mailer in batch:
+        try:
+            outcomes.append(await _confirm_one(db, public_id, mailer))
+        except Exception as error:  # this caller's alone
+            if len(batch) == 1:
+                raise
+            outcomes.append(error)
+    return outcomes
+
+
+async def _confirm_one(db: Database, public_id: uuid.UUID, mailer: Mailer | None):
     receipt = Receipt.new()
     async with raw_connection(db) as conn, conn.transaction():
         state = await confirm(conn, public_id, receipt.commitment)
@@ -338,6 +420,62 @@ async def verify_signature(
         if mailer is not None:
             await _mail_receipt(conn, mailer, public_id, receipt, state)
     return replace(state, receipt=receipt)
+
+
+# The receipt emails of a batch of confirmations (not capped: mail.CAPPED_PURPOSES).
+_ENQUEUE_RECEIPTS = """
+INSERT INTO outbox (purpose, subject, sealed, message_id, signature_id, status)
+SELECT 'receipt', subject, sealed, message_id, signature_id, 'waiting'
+  FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[])
+       AS m(subject, sealed, message_id, signature_id)
+"""
+
+
+async def _confirm_together(conn, batch) -> list:
+    """verify_signature for a batch, in the caller's transaction. A signature asked
+    for twice is confirmed by the first asker; the second sees it confirmed."""
+    receipts: dict[uuid.UUID, Receipt] = {}
+    for public_id, _mailer in batch:
+        receipts.setdefault(public_id, Receipt.new())
+    changed, others = await confirm_many(
+        conn, [(public_id, receipt.commitment) for public_id, receipt in receipts.items()]
+    )
+    states = {}
+    mails = []
+    petitions: dict[tuple, Petition] = {}
+    mailers = {public_id: mailer for public_id, mailer in reversed(batch)}  # the first's
+    for row in changed:
+        state = SignatureState(row["status"], row["slug"], changed=True, kind=row["kind"])
+        receipt = receipts[row["public_id"]]
+        states[row["public_id"]] = replace(state, receipt=receipt)
+        mailer = mailers[row["public_id"]]
+        if mailer is None:
+            continue
+        personal = personal_of(mailer.cipher, row)
+        if not personal["email"]:
+            continue
+        language = row["language"]
+        key = (row["petition_id"], language)
+        if key not in petitions:
+            petitions[key] = await mailer.petition_for_mail(conn, row["petition_id"], language)
+        with i18n.language(language):
+            message = mailer.receipt(
+                petitions[key], personal["email"], receipt, state.status, state.kind
+            )
+        mails.append(
+            (bounded(message.subject, MAX_SUBJECT), mailer.seal(message), message.message_id,
+             row["id"])
+        )  # fmt: skip
+    if mails:
+        columns = (list(column) for column in zip(*mails, strict=True))
+        await conn.execute(_ENQUEUE_RECEIPTS, *columns)
+    outcomes = []
+    for public_id, _mailer in batch:
+        state = states.pop(public_id, None)  # the first asker's; later ones see it done
+        if state is None:
+            state = others.get(public_id) or await signature_state(conn, public_id)
+        outcomes.append(state)
+    return outcomes
 
 
 async def _mail_receipt(conn, mailer: Mailer, public_id, receipt: Receipt, state) -> None:
