@@ -67,8 +67,23 @@ async def ensure_database(server_url: str, name: str) -> None:
         await conn.close()
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pool connection that goes back to the pool without a reset query.
+
+    asyncpg's default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL` on every release: a round trip per request. Nothing here leaves session
+    state on a pool connection (advisory locks are transaction-level, LISTEN has its
+    own connections, cursors live in transactions, no SET), and asyncpg still rolls
+    back a transaction left open."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 def open_database(url: str, max_size: int = 20) -> Database:
-    return Database(asyncpg_dsn(url), min_size=1, max_size=max_size)
+    return Database(
+        asyncpg_dsn(url), min_size=1, max_size=max_size, connection_class=PooledConnection
+    )
 
 
 @asynccontextmanager
