@@ -27,7 +27,7 @@ from .i18n import N_, _
 from .locales import ChooseLanguage
 from .mail import Mailer
 from .metrics import Metrics, RequestCounter
-from .pagecache import PageCache
+from .pagecache import PageCache, RecentObjects
 from .paths import STATIC_DIR
 from .sealing import check_data_key
 from .security import ADMIN_MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders
@@ -245,6 +245,7 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
     app.state.mailer = Mailer(settings)
     app.state.cipher = cipher_for(settings)  # signer data at rest (crypto.py)
     app.state.page_cache = PageCache()
+    app.state.recent_petitions = RecentObjects(app.state.page_cache)
     app.state.share_images = ShareImages()  # link-preview pictures (share_image.py)
     return app
 

@@ -54,6 +54,32 @@ class PageCache:
             self._pages.popitem(last=False)
 
 
+class RecentObjects:
+    """Values by key for as long as the page cache keeps pages (its `seconds`, so tests
+    that turn the page cache off see the present here too): what several requests a
+    second would otherwise each read from the database, such as the petition a sign
+    form posts to."""
+
+    def __init__(self, pages: PageCache, size: int = 256) -> None:
+        self.pages = pages
+        self.size = size
+        self._values: OrderedDict[object, tuple[float, object]] = OrderedDict()
+
+    def get(self, key):
+        item = self._values.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, key, value) -> None:
+        if self.pages.seconds <= 0:
+            return
+        self._values[key] = (time.monotonic() + self.pages.seconds, value)
+        self._values.move_to_end(key)
+        while len(self._values) > self.size:
+            self._values.popitem(last=False)
+
+
 def cached_page(handler: Callable[[Request], Awaitable[Response]]):
     """Serve a successful GET from the app's PageCache for a moment."""
 

@@ -34,16 +34,28 @@ async def load_petition(request: Request) -> Petition:
     in the language chosen for this request (locales.choose_language), which the
     interface then follows for the rest of the request."""
     slug = request.path_params["slug"]
-    db = request.app.state.db
     requested = request.query_params.get("lang")
     accept = request.headers.get("accept-language")
-    petition = await get_petition(db, slug, likely_text_language(requested, accept))
+    petition = await _recent_petition(request, slug, likely_text_language(requested, accept))
     if petition is None or not petition.is_public:
         raise HTTPException(404, _("There is no petition at this address."))
     choice = choose_language(requested, accept, petition.languages, petition.default_language)
     if choice.text != petition.language:
-        petition = await get_petition(db, slug, choice.text) or petition
+        petition = await _recent_petition(request, slug, choice.text) or petition
     use_choice(request.scope.setdefault("state", {}), choice)
+    return petition
+
+
+async def _recent_petition(request: Request, slug: str, language: str | None):
+    """The petition as read at most the page cache's seconds ago: public pages and the
+    sign form's POST read it on every request. (Whether it still takes signatures is
+    decided again by the statement that stores one.)"""
+    recent = request.app.state.recent_petitions
+    petition = recent.get((slug, language))
+    if petition is None:
+        petition = await get_petition(request.app.state.db, slug, language)
+        if petition is not None:
+            recent.put((slug, language), petition)
     return petition
 
 
