@@ -146,6 +146,22 @@ class Cipher:
                 "it was changed, or moved from another row"
             ) from None
 
+    def open_many(self, sealed: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+        """`open` of each (blob, context), with less work per value (the export opens
+        a batch at a time); a value that does not open fails as `open` says."""
+        aeads = self._aead
+        opened = []
+        for blob, context in sealed:
+            aead = aeads.get(blob[1 : HEADER_BYTES - NONCE_BYTES])
+            try:
+                if aead is None or blob[:1] != VERSION or len(blob) < HEADER_BYTES + TAG_BYTES:
+                    raise InvalidTag
+                opened.append(aead.decrypt(blob[1 + KEY_ID_BYTES : HEADER_BYTES],
+                                           blob[HEADER_BYTES:], context))  # fmt: skip
+            except InvalidTag:
+                opened.append(self.open(blob, context))  # raises its DataKeyError
+        return opened
+
     def seal_json(self, value: dict, context: bytes) -> bytes:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         return self.seal(text.encode(), context)

@@ -1,10 +1,14 @@
 """CSV export of a petition's signatures, streamed in bounded memory.
 
-The signers' personal fields are sealed (personal.py), so the file is written
-here rather than by PostgreSQL: a server-side cursor hands over rows a batch
-at a time, each batch's blobs are opened and written as CSV, and the chunk goes
-to a sink that waits while the reader is slower (and meanwhile no more rows are
-fetched). So a million rows take as little memory as a thousand.
+The signers' personal fields are sealed (personal.py), so PostgreSQL cannot write
+the whole file: it writes what it can (every column that is not personal, as
+ready CSV text, with the ref's formula neutralisation) and streams it with the
+sealed blobs through one `COPY (SELECT ...) TO STDOUT`. Here each batch of that
+output (CHUNK_BYTES) has its blobs opened in one go, parsed as one JSON array,
+and its personal cells written between PostgreSQL's; the chunk goes to a sink
+that waits while the reader is slower, and meanwhile asyncpg stops reading, so
+COPY waits too. A million rows take as little memory as a thousand. Where the
+time goes: docs/benchmarks.md, "Export: where the time goes".
 
 Spreadsheets run a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage
 return as a formula ("CSV injection"). Every text cell that does gets a leading
@@ -13,29 +17,30 @@ return as a formula ("CSV injection"). Every text cell that does gets a leading
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import TextIO
 
 import asyncpg
 from databases import Database
 
-from .crypto import Cipher
+from .crypto import ENCRYPTED_FIELDS, Cipher, signature_context
 from .db import asyncpg_dsn
 from .fields import FieldReader
-from .personal import personal_of
 from .signature import Kind, Status
 from .streaming import stream_from_database
 
 BOM = "\ufeff".encode()
 STALLED_READER_SECONDS = 300  # a reader that takes nothing for this long is given up
-FETCH_ROWS = 500  # rows per fetch from the cursor, and per chunk of the file
+CHUNK_BYTES = 256 * 1024  # COPY's output turned into CSV at a time (about 350 rows)
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -121,15 +126,6 @@ _FROM_WHERE = """
    AND ($5::timestamptz IS NULL OR coalesce(s.verified_at, s.created_at) >= $5)
 """
 
-# The clear columns too: a row not sealed yet (see sealing.py) is read from them.
-_EXPORT = (
-    "/* petitions export */ SELECT s.public_id, s.sealed, s.name, s.email, s.organisation,"
-    " s.organisation_type, s.city, s.occupation, s.website, s.members, s.comment,\n       "
-    + ",\n       ".join(f"{run} AS run_{i}" for i, run in enumerate(RUNS) if isinstance(run, str))
-    + _FROM_WHERE
-    + " ORDER BY s.id"
-)
-
 
 @dataclass(frozen=True)
 class ExportFilter:
@@ -166,39 +162,116 @@ def file_name(slug: str, filters: ExportFilter, today: datetime) -> str:
     return f"{slug}-signatures-{filters.status or 'all'}-{today:%Y-%m-%d}.csv"
 
 
-_QUOTE_WHEN = re.compile(r'[,"\r\n]')
+# Per row, COPY's text format (tab-separated) brings: the public id and the sealed
+# blob as one hex string (the id is the blob's associated data), or NULL for a row
+# not sealed yet; for such a row the clear personal columns as hex of their JSON;
+# then each run of the other columns, ready CSV text. Hex never needs COPY's
+# escapes, and the runs hold no tab, newline or backslash (the schema's CHECKs keep
+# ids, codes and refs to letters, digits and `._-`).
+_CLEAR_JSON = "json_build_object(" + ", ".join(f"'{f}', s.{f}" for f in ENCRYPTED_FIELDS) + ")"
+_EXPORT = (
+    "SELECT /* petitions export */ encode(uuid_send(s.public_id) || s.sealed, 'hex'),\n"
+    f"       CASE WHEN s.sealed IS NULL THEN encode(convert_to({_CLEAR_JSON}::text, 'UTF8'),"
+    " 'hex') END,\n       "
+    + ",\n       ".join(run for run in RUNS if isinstance(run, str))
+    + _FROM_WHERE
+    + " ORDER BY s.id"
+)
+_NO_VALUE = ""  # COPY's NULL, as asked (a hex column is never empty; an empty run reads the same)
+_CONTEXT = signature_context(uuid.UUID(int=0))[:-16]  # + the 16 bytes of the public id
+
+_FORMULA_FIRST = frozenset("".join(FORMULA_STARTS))
 
 
-def _csv_cell(value) -> str:
+def _cell(value) -> str:
     """One cell as PostgreSQL's COPY ... CSV writes it: NULL as nothing, an empty
     text as "", quoted (quotes doubled) when it holds a comma, quote or line break."""
     if value is None:
         return ""
-    text = str(value)
-    if not text or _QUOTE_WHEN.search(text):
+    text = value if value.__class__ is str else str(value)
+    if not text or "," in text or '"' in text or "\n" in text or "\r" in text:
         return '"' + text.replace('"', '""') + '"'
-    return text
+    return text  # (four `in` tests take half the time of a regular expression's search)
 
 
-def _line(cipher: Cipher, row) -> str:
-    personal = personal_of(cipher, row)
-    parts = []
-    for i, run in enumerate(RUNS):
-        if isinstance(run, str):
-            parts.append(row[f"run_{i}"])
+def _safe_cell(value) -> str:
+    """`_cell(neutralised(value))`, in one call."""
+    if value and value.__class__ is str and value[0] in _FORMULA_FIRST:
+        value = "'" + value
+    elif not value or value.__class__ is not str:
+        return _cell(value)
+    if "," in value or '"' in value or "\n" in value or "\r" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+PERSONAL_FIELDS = tuple(name for name, sql in COLUMNS if sql == PERSONAL)
+_personal = itemgetter(*PERSONAL_FIELDS)  # a blob holds every field (None when empty)
+
+
+def _line(runs: list[str], values: tuple) -> str:
+    """A line of the file: COPY's runs and the personal cells in COLUMNS' order
+    (written out: a loop over COLUMNS costs more than the rest of the line)."""
+    name, email, organisation, organisation_type, city, occupation, website, members, comment = (
+        values
+    )
+    safe, cell = _safe_cell, _cell
+    return ",".join((
+        runs[0], safe(name), safe(email), safe(organisation), cell(organisation_type), runs[1],
+        safe(city), safe(occupation), safe(website), cell(members), safe(comment), runs[2],
+    ))  # fmt: skip
+
+
+# _line is written for this layout: say so at import if COLUMNS ever changes.
+if (
+    RUNS[1::2] != [PERSONAL_FIELDS[:4], PERSONAL_FIELDS[4:]]
+    or len(RUNS) != 5
+    or (NEUTRALISED != set(PERSONAL_FIELDS) - {"organisation_type", "members"})
+):
+    raise RuntimeError("export.COLUMNS changed: write _line for the new layout")
+
+
+def _plaintexts(cipher: Cipher, rows: list[list[str]]) -> list[bytes]:
+    """Each row's personal fields as JSON: its sealed blob opened (a batch at once),
+    or its clear columns (a row not sealed yet)."""
+    hexes = [row[0] for row in rows]
+    if _NO_VALUE not in hexes:
+        raws = list(map(bytes.fromhex, hexes))
+        return cipher.open_many([(raw[16:], _CONTEXT + raw[:16]) for raw in raws])
+    plaintexts = []
+    for row in rows:
+        if row[0] != _NO_VALUE:
+            raw = bytes.fromhex(row[0])
+            plaintexts += cipher.open_many([(raw[16:], _CONTEXT + raw[:16])])
         else:
-            parts.extend(
-                _csv_cell(neutralised(personal[f]) if f in NEUTRALISED else personal[f])
-                for f in run
-            )
-    return ",".join(parts)
+            plaintexts.append(bytes.fromhex(row[1]))
+    return plaintexts
 
 
-def csv_chunk(cipher: Cipher, rows, header: bool = False) -> bytes:
-    """Rows (opened and neutralised) as CSV lines, each ending in \\n."""
-    lines = [",".join(HEADER)] if header else []
-    lines.extend(_line(cipher, row) for row in rows)
-    return "".join(line + "\n" for line in lines).encode()
+def _opened(cipher: Cipher, rows: list[list[str]]) -> list[tuple]:
+    """Each row's personal fields in PERSONAL_FIELDS' order (None when erased),
+    parsed as one JSON array per batch."""
+    plaintexts = _plaintexts(cipher, rows)
+    values = json.loads(b"[" + b",".join(plaintexts) + b"]") if plaintexts else []
+    if len(values) != len(plaintexts):  # a blob that is not one JSON value: fail as it does alone
+        values = [json.loads(p) for p in plaintexts]
+    try:
+        return list(map(_personal, values))
+    except KeyError:  # a blob without every field: the missing ones are None
+        return [tuple(map(v.get, PERSONAL_FIELDS)) for v in values]
+
+
+def csv_lines(cipher: Cipher, copied: str) -> str:
+    """Lines of COPY's text output (each ending in \\n) as CSV lines: the personal
+    cells opened, neutralised and quoted, between the runs PostgreSQL wrote."""
+    if "\\" in copied:  # a COPY escape: cannot come from this query (see _EXPORT)
+        raise ValueError("unexpected escape in the export's COPY output")
+    rows = [line.split("\t") for line in copied.split("\n")[:-1]]
+    lines = [
+        _line(row[2:], values) for row, values in zip(rows, _opened(cipher, rows), strict=True)
+    ]
+    lines.append("")
+    return "\n".join(lines)
 
 
 async def copy_csv(
@@ -209,19 +282,36 @@ async def copy_csv(
     *,
     cipher: Cipher,
 ) -> None:
-    """Write the CSV (header first) to `write`, a chunk per batch of rows, as a cursor
-    reads them (one transaction, a consistent snapshot)."""
+    """Write the CSV (header first) to `write`, a chunk per CHUNK_BYTES or so of COPY's
+    output (one statement, a consistent snapshot; COPY waits while `write` does)."""
+    header = (",".join(HEADER) + "\n").encode()
+    pieces: list[bytes] = []  # COPY's output not written yet; the last line may be partial
+    waiting = 0
+
+    async def flush() -> None:
+        nonlocal header, waiting
+        data = b"".join(pieces)
+        end = data.rfind(b"\n") + 1
+        pieces[:] = [data[end:]]
+        waiting = len(pieces[0])
+        if end:
+            await write(header + csv_lines(cipher, data[:end].decode()).encode())
+            header = b""
+
+    async def take(piece: bytes) -> None:
+        nonlocal waiting
+        pieces.append(piece)  # asyncpg hands over a few kB at a time: gather them
+        waiting += len(piece)
+        if waiting >= CHUNK_BYTES:
+            await flush()
+
     async with conn.transaction(readonly=True):
-        cursor = await conn.cursor(_EXPORT, *filters.arguments(petition_id))
-        first = True
-        while True:
-            rows = await cursor.fetch(FETCH_ROWS)
-            if not rows and not first:
-                break
-            await write(csv_chunk(cipher, rows, header=first))
-            first = False
-            if len(rows) < FETCH_ROWS:
-                break
+        await conn.copy_from_query(
+            _EXPORT, *filters.arguments(petition_id), output=take, null=_NO_VALUE
+        )
+    await flush()
+    if header:  # no rows
+        await write(header)
 
 
 async def count_rows(conn: asyncpg.Connection, petition_id: int, filters: ExportFilter) -> int:
