@@ -33,6 +33,12 @@ MAX_SUBJECT = 300
 CAPPED_PURPOSES = ("verification", "reminder")
 
 
+# Where a signer's own links go in the confirmation email rendered once for everyone:
+# nothing a template or a title produces contains them (a NUL cannot be in a title).
+_VERIFY_SLOT = "\x00verify-link\x00"
+_WITHDRAW_SLOT = "\x00withdraw-link\x00"
+
+
 def bounded(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters, with an ellipsis when cut."""
     text = " ".join(text.split())  # no line breaks in a header
@@ -84,6 +90,8 @@ class Mailer:
         i18n.install(self._html)
         domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
         self._msgid_domain = domain
+        # The confirmation email's words by (language, title): see verification().
+        self._verification_texts: dict[tuple[str, str], OutgoingMessage] = {}
 
     def link(self, purpose: str, public_id: uuid.UUID) -> str:
         """A link in an email; the page it opens speaks the email's language."""
@@ -119,13 +127,34 @@ class Mailer:
     # subject is the petition's title (an admin's), their links are BASE_URL's.
 
     def verification(self, petition: Petition, email: str, public_id: uuid.UUID):
-        return self._compose(
-            "verification",
-            email,
-            subject_line(i18n._("Please confirm your signature: %(title)s"), petition.title),
-            petition=petition,
-            verify_url=self.link("verify", public_id),
-            withdraw_url=self.link("withdraw", public_id),
+        """The confirmation email. Every signer of a petition in one language gets the
+        same words around their own two links, so the words are rendered once (per
+        title and language) and the links put in: this is on the sign form's hot path."""
+        key = (i18n.current_language(), petition.title)
+        rendered = self._verification_texts.get(key)
+        if rendered is None:
+            rendered = self._compose(
+                "verification",
+                "",
+                subject_line(i18n._("Please confirm your signature: %(title)s"), petition.title),
+                petition=petition,
+                verify_url=_VERIFY_SLOT,
+                withdraw_url=_WITHDRAW_SLOT,
+            )
+            if len(self._verification_texts) >= 256:
+                self._verification_texts.clear()
+            self._verification_texts[key] = rendered
+        verify_url, withdraw_url = self.link("verify", public_id), self.link("withdraw", public_id)
+
+        def fill(text: str) -> str:
+            return text.replace(_VERIFY_SLOT, verify_url).replace(_WITHDRAW_SLOT, withdraw_url)
+
+        return replace(
+            rendered,
+            recipient=email,
+            text=fill(rendered.text),
+            html=fill(rendered.html),
+            message_id=make_msgid(domain=self._msgid_domain),
         )
 
     def reminder(self, petition: Petition, email: str, public_id: uuid.UUID, status: str):
