@@ -6,6 +6,12 @@ with the petition and the range of event ids. Each process listens on one
 dedicated connection (reconnecting by itself after the database restarts),
 fetches the new events once, refreshes its in-memory counts, and hands both to
 the clients subscribed to that petition.
+
+Each pass encodes a petition's events once, into one bytes object handed to every
+subscriber of that petition (a reference in each one's bounded list). A client
+that lets QUEUE_SIZE of them pile up — it stopped reading — is dropped from the
+fan-out, its backlog freed, and told to resync (views/live.py): it reconnects and
+is sent the events after the last id it was given, then the count.
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable, Container
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from databases import Database
 
-from .counters import CountCache
+from .counters import CountCache, CountSnapshot
 from .db import asyncpg_dsn, listen_forever, raw_connection
 from .disclosure import public_breakdown
 from .settings import DEFAULT_PUBLIC_MIN_GROUP
@@ -32,7 +38,13 @@ CHANNEL = "petition_events"
 RECONCILE_SECONDS = 30.0
 EVENT_RETENTION = "2 days"
 REPLAY_LIMIT = 500
+# Chunks waiting per client. A chunk is everything one processing pass has for a
+# petition (passes are at least 20 ms apart), and a client takes all that waits in
+# one write whenever it runs: only a client that has not taken anything for several
+# seconds (it stopped reading, its TCP window is full) ever has this many.
 QUEUE_SIZE = 256
+# Event-stream clients per process; beyond, GET /p/{slug}/events answers 503
+# (docs/operations.md, "Live events"; the measurement: docs/benchmarks.md, "Live fan-out").
 MAX_SUBSCRIBERS = 10_000
 
 
@@ -50,17 +62,77 @@ class LiveEvent:
         return "\n".join(lines) + "\n\n"
 
 
-CLOSE = LiveEvent("close", {})
+OPEN, BEHIND, CLOSED = "open", "behind", "closed"
 
 
-@dataclass(eq=False)
 class Subscription:
-    petition_id: int
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    """One event-stream client of this process and the chunks waiting for it.
+
+    Chunks are the hub's bytes, one object per pass and petition handed to every
+    subscriber alike: a client costs a reference per chunk, never an encoding."""
+
+    __slots__ = ("petition_id", "pending", "state", "_waiter")
+
+    def __init__(self, petition_id: int) -> None:
+        self.petition_id = petition_id
+        self.pending: list[bytes] = []  # taken all at once; a deque costs 600 bytes more
+        self.state = OPEN  # BEHIND: dropped from the fan-out, to be told to resync
+        self._waiter: asyncio.Future | None = None
+
+    def offer(self, chunk: bytes) -> bool:
+        """Queue `chunk`; False, queuing nothing, when QUEUE_SIZE chunks already wait."""
+        if len(self.pending) >= QUEUE_SIZE:
+            return False
+        self.pending.append(chunk)
+        self._wake()
+        return True
+
+    def fall_behind(self) -> None:
+        """What waits is thrown away: the client resyncs from the database instead."""
+        self.pending.clear()
+        self.state = BEHIND
+        self._wake()
+
+    def close(self) -> None:
+        self.state = CLOSED
+        self._wake()
+
+    def take(self) -> bytes:
+        """Everything waiting, as one chunk (the shared object itself when it is one)."""
+        if len(self.pending) == 1:
+            return self.pending.pop()
+        chunk = b"".join(self.pending)
+        self.pending.clear()
+        return chunk
+
+    async def wait(self, seconds: float) -> bool:
+        """Until a chunk waits or the state changes: True; False after `seconds` without."""
+        if not self.pending and self.state == OPEN:
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            timer = loop.call_later(seconds, _resolve, self._waiter)
+            try:
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return bool(self.pending) or self.state != OPEN
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _resolve(self._waiter)
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class TooManySubscribers(Exception):
     pass
+
+
+Outgoing = dict[int, list[bytes]]  # one pass's encoded events, by petition
 
 
 _EVENTS_SQL = """
@@ -99,7 +171,10 @@ class LiveHub:
         self.counts = CountCache(db)
         self.connected = asyncio.Event()
         self.connections = 0  # how often the listener has (re)connected
+        self.fell_behind = 0  # clients dropped from the fan-out, told to resync
         self._subscribers: dict[int, set[Subscription]] = {}
+        self._subscriber_count = 0
+        self._count_events: dict[int, tuple[CountSnapshot, bytes]] = {}
         self._pending_ranges: list[tuple[int, int, int]] = []
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
@@ -128,31 +203,50 @@ class LiveHub:
                 await task
         for subs in self._subscribers.values():
             for sub in subs:
-                _offer(sub, CLOSE)
+                sub.close()
 
     # Subscribers ------------------------------------------------------------------
 
     def subscribe(self, petition_id: int) -> Subscription:
-        if self.subscriber_count >= MAX_SUBSCRIBERS:
+        if self._subscriber_count >= MAX_SUBSCRIBERS:
             raise TooManySubscribers
         sub = Subscription(petition_id)
         self._subscribers.setdefault(petition_id, set()).add(sub)
+        self._subscriber_count += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subscribers.get(sub.petition_id)
-        if subs is not None:
-            subs.discard(sub)
+        if subs is not None and sub in subs:
+            subs.remove(sub)
+            self._subscriber_count -= 1
             if not subs:
                 del self._subscribers[sub.petition_id]
+                self._count_events.pop(sub.petition_id, None)
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
+        return self._subscriber_count
+
+    @property
+    def high_water(self) -> int:
+        """The highest event id handed to subscribers: every chunk offered so far is of
+        events up to it (a point a client that fell behind can resync from)."""
+        return self._high_water
+
+    def count_event(self, snapshot: CountSnapshot) -> bytes:
+        """The `count` event of `snapshot`, encoded once: a snapshot is replaced when
+        the counts change, never changed, so its event is too."""
+        cached = self._count_events.get(snapshot.petition.id)
+        if cached is None or cached[0] is not snapshot:
+            cached = (snapshot, LiveEvent("count", snapshot.payload).encode().encode())
+            self._count_events[snapshot.petition.id] = cached
+        return cached[1]
 
     async def replay(self, petition_id: int, after_id: int) -> list[LiveEvent]:
         """Events a reconnecting client missed (at least once: ids are assigned before
-        commit, so a few seconds before `after_id` are sent again; clients drop repeats)."""
+        commit, so a few seconds before `after_id` are sent again; clients drop repeats).
+        Of more than REPLAY_LIMIT, the latest: what a live list shows."""
         async with raw_connection(self.db) as conn:
             rows = await conn.fetch(
                 _EVENTS_SQL
@@ -160,13 +254,14 @@ class LiveHub:
                         AND (e.id > $2 OR e.created_at > (
                              SELECT created_at - interval '5 seconds'
                                FROM petition_events WHERE id = $2))
-                      ORDER BY e.id LIMIT $3""",
+                      ORDER BY e.id DESC LIMIT $3""",
                 petition_id,
                 after_id,
                 REPLAY_LIMIT,
             )
         countries = await self.named_countries(petition_id)
-        return [event for row in rows if (event := signature_event(row, countries)) is not None]
+        events = (signature_event(row, countries) for row in reversed(rows))
+        return [event for event in events if event is not None]
 
     async def named_countries(self, petition_id: int) -> frozenset[str]:
         """The countries the public may see named in this petition's events, from the
@@ -219,9 +314,11 @@ class LiveHub:
                     self._high_water,
                 )
         await self.counts.reconcile()  # first: events name countries by these counts
-        await self._publish_rows(rows)
-        for petition_id in self._subscribers:
-            await self._publish_count(petition_id)
+        outgoing: Outgoing = {}
+        await self._encode_rows(rows, outgoing)
+        for petition_id in list(self._subscribers):
+            await self._encode_count(petition_id, outgoing)
+        self._send(outgoing)
 
     # Processing -------------------------------------------------------------------
 
@@ -243,6 +340,7 @@ class LiveHub:
         # Counts first: a signature event names a country by the counts that include it.
         cached = set(self.counts.cached_ids())
         await self.counts.refresh([pid for pid in dirty if pid in cached])
+        outgoing: Outgoing = {}
         wanted = [r for r in ranges if r[0] in self._subscribers]
         if wanted:
             async with raw_connection(self.db) as conn:
@@ -255,12 +353,13 @@ class LiveHub:
                     [r[1] for r in wanted],
                     [r[2] for r in wanted],
                 )
-            await self._publish_rows(rows)
+            await self._encode_rows(rows, outgoing)
         for petition_id in dirty:
             if petition_id in self._subscribers:
-                await self._publish_count(petition_id)
+                await self._encode_count(petition_id, outgoing)
+        self._send(outgoing)
 
-    async def _publish_rows(self, rows) -> None:
+    async def _encode_rows(self, rows, outgoing: Outgoing) -> None:
         named: dict[int, frozenset[str]] = {}
         for row in rows:
             event_id = row["event_id"]
@@ -276,22 +375,26 @@ class LiveHub:
                 named[petition_id] = await self.named_countries(petition_id)
             event = signature_event(row, named[petition_id])
             if event is not None:
-                self._send(row["petition_id"], event)
+                outgoing.setdefault(petition_id, []).append(event.encode().encode())
 
-    async def _publish_count(self, petition_id: int) -> None:
+    async def _encode_count(self, petition_id: int, outgoing: Outgoing) -> None:
         snapshot = await self.counts.by_id(petition_id)
         if snapshot is not None:
-            self._send(petition_id, LiveEvent("count", snapshot.payload))
+            outgoing.setdefault(petition_id, []).append(self.count_event(snapshot))
 
-    def _send(self, petition_id: int, event: LiveEvent) -> None:
-        for sub in list(self._subscribers.get(petition_id, ())):
-            if not _offer(sub, event):
-                # A client that cannot keep up is let go; it reconnects with
-                # Last-Event-ID and is replayed what it missed.
+    def _send(self, outgoing: Outgoing) -> None:
+        """One chunk per petition, the same bytes object for each of its subscribers."""
+        for petition_id, events in outgoing.items():
+            chunk = b"".join(events)
+            subs = self._subscribers.get(petition_id, ())
+            behind = [sub for sub in subs if not sub.offer(chunk)]
+            for sub in behind:
+                # It has taken nothing for QUEUE_SIZE passes: out of the fan-out, its
+                # backlog freed; it is told to reconnect, and resyncs from the database
+                # (the replay after Last-Event-ID, then the current count).
                 self.unsubscribe(sub)
-                while not sub.queue.empty():
-                    sub.queue.get_nowait()
-                sub.queue.put_nowait(CLOSE)
+                sub.fall_behind()
+                self.fell_behind += 1
 
     # Reconciling ------------------------------------------------------------------
 
@@ -312,11 +415,3 @@ class LiveHub:
     async def _latest_event_id(self) -> int:
         async with raw_connection(self.db) as conn:
             return await conn.fetchval("SELECT coalesce(max(id), 0) FROM petition_events")
-
-
-def _offer(sub: Subscription, event: LiveEvent) -> bool:
-    try:
-        sub.queue.put_nowait(event)
-        return True
-    except asyncio.QueueFull:
-        return False

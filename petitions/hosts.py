@@ -74,9 +74,7 @@ def host_allowed(host: str | None, patterns: tuple[str, ...]) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def header_allowed(
-    header: bytes, base_url: str, allowed_hosts: tuple[str, ...] | None
-) -> bool:
+def header_allowed(header: bytes, base_url: str, allowed_hosts: tuple[str, ...] | None) -> bool:
     """Whether a Host header's value names an allowed host (the same few values come
     on every request: remembered, within bounds)."""
     patterns = allowed_host_patterns(base_url, allowed_hosts)

@@ -40,6 +40,10 @@ class Metrics:
         gauge = lambda name, text, labels=(): Gauge(name, text, labels, registry=self.registry)  # noqa: E731
         self.started = gauge("petitions_process_start_time_seconds", "When this process started")
         self.subscribers = gauge("petitions_live_subscribers", "Open event-stream clients")
+        self.fell_behind = gauge(
+            "petitions_live_fell_behind",
+            "Event-stream clients dropped for falling behind, since the process started",
+        )
         self.listening = gauge("petitions_live_listener_up", "1 while the LISTEN connection is up")
         self.listener_connections = gauge(
             "petitions_live_listener_connections", "How often the listener has (re)connected"
@@ -72,6 +76,7 @@ class Metrics:
             return refusal
         live = request.app.state.live
         self.subscribers.set(live.subscriber_count)
+        self.fell_behind.set(live.fell_behind)
         self.listening.set(1 if live.connected.is_set() else 0)
         self.listener_connections.set(live.connections)
         self.signatures.clear()

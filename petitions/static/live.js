@@ -141,6 +141,9 @@
     if (empty) empty.remove();
   }
 
+  // When the server ends the stream (it restarts, or this page fell too far behind
+  // and was told to resync), EventSource reconnects by itself with the last event id
+  // and is sent what it missed and the current count: repeats are skipped above.
   var source = new EventSource(root.getAttribute("data-events"));
   source.addEventListener("count", function (m) { onCount(JSON.parse(m.data)); });
   source.addEventListener("signature", function (m) { onSignature(JSON.parse(m.data)); });

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+import random
 from xml.sax.saxutils import escape
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..counters import CountSnapshot
-from ..events import CLOSE, LiveEvent, TooManySubscribers
+from ..event_stream import EventStreamResponse
+from ..events import BEHIND, TooManySubscribers
 from ..i18n import DEFAULT_LANGUAGE, _, interface_language
 from ..i18n import language as use
 from ..numbers import format_number
@@ -18,15 +19,23 @@ from .base import CORS, cached_response, petition_snapshot
 
 KEEPALIVE_SECONDS = 15.0
 COUNT_MAX_AGE = 10  # seconds
+STREAM_RETRY = b"retry: 5000\n\n"  # the browser reconnects after this many ms
+KEEPALIVE = b": keep-alive\n\n"
+# A client that fell behind is told to reconnect after a second or a few (spread out,
+# in case many fell behind at once), resuming after the last event id it may have
+# been given: an `id:` field without data sets the browser's Last-Event-ID and
+# dispatches nothing. It then resyncs as any reconnecting client does: the replay
+# (which also covers the few seconds before that id), then the count.
+RESYNC_RETRY_MS = (1000, 5000)
+BUSY_RETRY_AFTER = "30"  # seconds, when the process has MAX_SUBSCRIBERS clients
+STREAM_HEADERS = {**CORS, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def count_json(request: Request) -> Response:
     # A count this process holds is answered before the app by counter_fast_path.py;
     # here come the others (loaded now) and the petitions there are none of.
     snapshot = await petition_snapshot(request)
-    return cached_response(
-        request, snapshot.body, snapshot.etag, "application/json", COUNT_MAX_AGE
-    )
+    return cached_response(request, snapshot.body, snapshot.etag, "application/json", COUNT_MAX_AGE)
 
 
 async def badge_svg(request: Request) -> Response:
@@ -72,33 +81,43 @@ async def events(request: Request) -> Response:
         raise HTTPException(400, _("Last-Event-ID must be an event id from this stream."))
     try:
         sub = live.subscribe(snapshot.petition.id)  # before the replay, so nothing slips between
+        given_through = live.high_water  # every event it is sent is at most this id
     except TooManySubscribers:
         raise HTTPException(
-            503, _("Too many live connections; the page still works without.")
+            503,
+            _("Too many live connections; the page still works without."),
+            headers={"Retry-After": BUSY_RETRY_AFTER},
         ) from None
 
     async def stream():
+        # Bytes from the hub are shared by every client of the petition (events.py).
+        nonlocal given_through
         try:
-            yield "retry: 5000\n\n"
+            opening = [STREAM_RETRY]
             if last_id is not None:
-                for event in await live.replay(snapshot.petition.id, int(last_id)):
-                    yield event.encode()
+                replayed = await live.replay(snapshot.petition.id, int(last_id))
+                opening += [event.encode().encode() for event in replayed]
             current = await live.counts.by_id(snapshot.petition.id)
-            yield LiveEvent("count", (current or snapshot).payload).encode()
+            opening.append(live.count_event(current or snapshot))
+            yield b"".join(opening)
             while True:
-                try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if event is CLOSE:
+                if not await sub.wait(KEEPALIVE_SECONDS):
+                    yield KEEPALIVE
+                elif sub.pending:
+                    given_through = live.high_water
+                    yield sub.take()  # all that waits, in one write
+                elif sub.state == BEHIND:
+                    yield resync_notice(given_through)
                     return
-                yield event.encode()
+                else:  # closed: the client left, or the process is stopping
+                    return
         finally:
             live.unsubscribe(sub)
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={**CORS, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return EventStreamResponse(stream(), on_gone=sub.close, headers=STREAM_HEADERS)
+
+
+def resync_notice(given_through: int) -> bytes:
+    """The end of the stream of a client that fell behind (see RESYNC_RETRY_MS)."""
+    retry = random.randint(*RESYNC_RETRY_MS)
+    return b"id: %d\nretry: %d\n: resync\n\n" % (given_through, retry)
