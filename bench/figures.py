@@ -247,7 +247,7 @@ def events_figure(
     id_file = data.write_ids(ids[:commits], plan.work / f"event-ids-{clients}.txt")
     options = ("--max-connections", str(clients + 200)) if clients + 200 > 1000 else ()
     with petitions_server(cluster, SMALL, options=options) as app:
-        result = json.loads(_run([sys.executable, str(HERE / "event_clients.py"),
+        result = json.loads(_run([sys.executable, str(HERE / "sse_fanout.py"),
                                   "--base", app.base, "--slug", SLUG, "--clients", str(clients),
                                   "--dsn", cluster.dsn(SMALL), "--ids", str(id_file),
                                   "--commits", str(commits), "--rate", str(rate),

@@ -14,7 +14,7 @@ environment, to mint form tokens). Needs `wrk` (Debian package `wrk`) and `curl`
 Only loopback addresses are used. The modules beside this file do the work:
 servers.py (processes), data.py (databases, tokens, links), figures.py (each
 figure), wrk.py, report.py, and the load scripts (*.lua, raw_baseline.py,
-event_clients.py, bare_app.py).
+sse_fanout.py, bare_app.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ distinct forms an event reached clients in (1: every client got the same bytes).
 `--slow M` adds M connections that never read a byte (a tiny receive buffer): they
 must not delay the others, and the server drops them once their queue is full.
 
-Prints one JSON line (the keys of bench/event_clients.py, and more). With a server
+Prints one JSON line (what bench/figures.py reads). With a server
 pid: its VmRSS before the clients connect, once they are connected, and after the
 events; per_client_kb is (connected - before) / clients.
 """
