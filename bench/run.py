@@ -79,7 +79,9 @@ def run_all(args: argparse.Namespace, work: Path) -> int:
         print("failed: " + ", ".join(failed), file=sys.stderr)
         return 1
     if not args.no_write:
-        command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
+        # The data directory is this machine's: the document names it DIR.
+        arguments = ["DIR" if a == str(args.data_dir) else a for a in sys.argv[1:]]
+        command = shlex.join(["python", "bench/run.py", *arguments])
         notes = [
             "`count`, `sign`, the event streams and `confirm` ran on the demo petition (360 "
             f"signatures) with {plan.pending_pool:,} pending signatures added to confirm; "
