@@ -153,3 +153,13 @@ async def listen_forever(
                 conn.terminate()
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+async def wait_for_any(*events: asyncio.Event, at_most: float) -> None:
+    """Wait until one of `events` is set, for `at_most` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

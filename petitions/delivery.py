@@ -25,7 +25,7 @@ import aiosmtplib
 from databases import Database
 
 from .crypto import cipher_for
-from .db import asyncpg_dsn, listen_forever, raw_connection
+from .db import asyncpg_dsn, listen_forever, raw_connection, wait_for_any
 from .mail import Mailer, open_outbox
 from .retention import STRIP_EMAIL, enforce_retention
 from .settings import Settings
@@ -267,7 +267,7 @@ async def run_outbox_worker(
                     pass
             except Exception:  # the database may be restarting: log, wait, go on
                 log.exception("outbox delivery failed; trying again shortly")
-            await _any_of(wakeup, stop, at_most=poll_seconds)
+            await wait_for_any(wakeup, stop, at_most=poll_seconds)
     finally:
         for task in (listener, sequencer, retention, trending):
             if task is not None:
@@ -284,7 +284,7 @@ async def _retention_periodically(
             await enforce_retention(db, settings)
         except Exception:  # the database may be restarting: log, and try at the next turn
             log.exception("applying the retention periods failed; trying again later")
-        await _any_of(stop, at_most=every)
+        await wait_for_any(stop, at_most=every)
 
 
 async def _trending_alerts_periodically(
@@ -298,17 +298,7 @@ async def _trending_alerts_periodically(
             await send_alerts(db, mailer, settings.trending_alert_per_hour)
         except Exception:  # the database may be restarting: log, and try at the next turn
             log.exception("checking for trending sources failed; trying again later")
-        await _any_of(stop, at_most=TRENDING_EVERY_SECONDS)
-
-
-async def _any_of(*events: asyncio.Event, at_most: float) -> None:
-    """Wait until one of `events` is set, for `at_most` seconds."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+        await wait_for_any(stop, at_most=TRENDING_EVERY_SECONDS)
 
 
 async def _listen_for_mail(database_url: str, wakeup: asyncio.Event) -> None:

@@ -31,7 +31,7 @@ import asyncpg
 from databases import Database
 
 from . import merkle
-from .db import asyncpg_dsn, listen_forever, raw_connection
+from .db import asyncpg_dsn, listen_forever, raw_connection, wait_for_any
 from .log_format import REASONS, Leaf
 from .log_keys import LogKey, TreeHead, hour_text, log_key_for, sign_head
 from .settings import Settings
@@ -356,20 +356,11 @@ async def run_sequencer(
                 await sign_due_heads(db, key, settings.base_url, settings.log_head_seconds)
             except Exception:  # the database may be restarting: log, wait, go on
                 log.exception("sequencing the transparency logs failed; trying again shortly")
-            await _any_of(wakeup, stop, at_most=poll_seconds)
+            await wait_for_any(wakeup, stop, at_most=poll_seconds)
     finally:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
-
-
-async def _any_of(*events: asyncio.Event, at_most: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 # Reading the log ----------------------------------------------------------------------
