@@ -33,12 +33,6 @@ MAX_SUBJECT = 300
 CAPPED_PURPOSES = ("verification", "reminder")
 
 
-# Where a signer's own links go in the confirmation email rendered once for everyone:
-# nothing a template or a title produces contains them (a NUL cannot be in a title).
-_VERIFY_SLOT = "\x00verify-link\x00"
-_WITHDRAW_SLOT = "\x00withdraw-link\x00"
-
-
 def bounded(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters, with an ellipsis when cut."""
     text = " ".join(text.split())  # no line breaks in a header
@@ -90,8 +84,8 @@ class Mailer:
         i18n.install(self._html)
         domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
         self._msgid_domain = domain
-        # The confirmation email's words by (language, title): see verification().
-        self._verification_texts: dict[tuple[str, str], OutgoingMessage] = {}
+        # Emails rendered once, by template, language and what their words depend on.
+        self._rendered: dict[tuple, OutgoingMessage] = {}
 
     def link(self, purpose: str, public_id: uuid.UUID) -> str:
         """A link in an email; the page it opens speaks the email's language."""
@@ -127,31 +121,43 @@ class Mailer:
     # subject is the petition's title (an admin's), their links are BASE_URL's.
 
     def verification(self, petition: Petition, email: str, public_id: uuid.UUID):
-        """The confirmation email. Every signer of a petition in one language gets the
-        same words around their own two links, so the words are rendered once (per
-        title and language) and the links put in: this is on the sign form's hot path."""
-        key = (i18n.current_language(), petition.title)
-        rendered = self._verification_texts.get(key)
+        """The confirmation email: on the sign form's hot path, so its words are rendered
+        once per title and language and each signer's links put in (_personalised)."""
+        return self._personalised(
+            "verification",
+            email,
+            (petition.title,),
+            subject_line(i18n._("Please confirm your signature: %(title)s"), petition.title),
+            {
+                "verify_url": self.link("verify", public_id),
+                "withdraw_url": self.link("withdraw", public_id),
+            },
+            petition=petition,
+        )
+
+    def _personalised(
+        self, template: str, recipient: str, key: tuple, subject: str, own: dict, **context
+    ) -> OutgoingMessage:
+        """An email whose words are the same for every recipient with the same `key` (in
+        the current language) but for the values in `own` (links, a receipt): the words
+        are rendered once with a slot for each, and this recipient's values put in."""
+        cache_key = (template, i18n.current_language(), *key)
+        rendered = self._rendered.get(cache_key)
         if rendered is None:
-            rendered = self._compose(
-                "verification",
-                "",
-                subject_line(i18n._("Please confirm your signature: %(title)s"), petition.title),
-                petition=petition,
-                verify_url=_VERIFY_SLOT,
-                withdraw_url=_WITHDRAW_SLOT,
-            )
-            if len(self._verification_texts) >= 256:
-                self._verification_texts.clear()
-            self._verification_texts[key] = rendered
-        verify_url, withdraw_url = self.link("verify", public_id), self.link("withdraw", public_id)
+            slots = {name: f"\x00{name}\x00" for name in own}
+            rendered = self._compose(template, "", subject, **context, **slots)
+            if len(self._rendered) >= 512:
+                self._rendered.clear()
+            self._rendered[cache_key] = rendered
 
         def fill(text: str) -> str:
-            return text.replace(_VERIFY_SLOT, verify_url).replace(_WITHDRAW_SLOT, withdraw_url)
+            for name, value in own.items():
+                text = text.replace(f"\x00{name}\x00", value)
+            return text
 
         return replace(
             rendered,
-            recipient=email,
+            recipient=recipient,
             text=fill(rendered.text),
             html=fill(rendered.html),
             message_id=make_msgid(domain=self._msgid_domain),
@@ -174,15 +180,15 @@ class Mailer:
         """To a signer who has just confirmed: their receipt, to check their signature in
         the petition's transparency log (the link carries it after `#`, which browsers
         never send to a server). The only copy we keep is the outbox's, until sent."""
-        return self._compose(
+        return self._personalised(
             "receipt",
             email,
+            (petition.title, status, kind),
             subject_line(i18n._("Your receipt: %(title)s"), petition.title),
+            {"receipt": receipt.text, "receipt_url": self.receipt_url(petition.slug, receipt)},
             petition=petition,
             status=status,
             kind=kind,  # an organisation is never told whether it waits (docs/signing.md)
-            receipt=receipt.text,
-            receipt_url=self.receipt_url(petition.slug, receipt),
         )
 
     def receipt_url(self, slug: str, receipt) -> str:

@@ -45,3 +45,28 @@ def test_each_signer_gets_the_email_rendered_for_them(tmp_path, language):
                 assert mailer.link("verify", public_id) in message.text
                 seen.add(message.message_id)
     assert len(seen) == 6  # a Message-ID of its own for every email
+
+
+@pytest.mark.parametrize("language", i18n.LANGUAGES)
+def test_each_signer_gets_the_receipt_email_rendered_for_them(tmp_path, language):
+    from petitions.receipts import Receipt
+
+    settings = load_settings(
+        {"SECRET_KEY": "k" * 40, "DATA_DIR": str(tmp_path), "BASE_URL": "https://example.org"},
+        env_file=None,
+    )
+    mailer = Mailer(settings)
+    cases = [("verified", "individual"), ("held", "individual"), ("held", "organisation")] * 2
+    with i18n.language(language):
+        for status, kind in cases:
+            receipt = Receipt.new()
+            p = petition('Free "them" <now> & here')
+            message = mailer.receipt(p, "a@example.org", receipt, status, kind)
+            alone = mailer._compose(
+                "receipt", "a@example.org", message.subject, petition=p, status=status,
+                kind=kind, receipt=receipt.text, receipt_url=mailer.receipt_url(p.slug, receipt),
+            )  # fmt: skip
+            assert (message.text, message.html, message.subject) == (
+                alone.text, alone.html, alone.subject,
+            )  # fmt: skip
+            assert receipt.text in message.text and receipt.text in message.html
