@@ -34,7 +34,7 @@ import asyncpg
 from . import sign_limits
 from .petitions import TAKES_SIGNATURES_SQL
 from .screening import MATCHES_RULE, email_domain, hold_reason, network_address
-from .signature import INITIAL_STATUS, Kind
+from .signature import INITIAL_STATUS, SIGNER_COLUMNS, Kind
 from .tokens import FORM_TOKEN_USES
 
 
@@ -141,11 +141,7 @@ _INSERT = f"""
 WITH incoming AS (
     SELECT * FROM unnest({_UNNEST}) WITH ORDINALITY AS r({", ".join(_NAMES)}, n)
 ), new_signature AS (
-    INSERT INTO signatures (status, public_id, petition_id, version_id, kind, display,
-                            sealed, email_hash, organisation_hash, search_hashes, initials,
-                            name, city, occupation, organisation, organisation_type, website,
-                            members, comment, country, updates, language, ref, network_hash,
-                            domain_hash, hold_reason)
+    INSERT INTO signatures ({SIGNER_COLUMNS})
     SELECT '{INITIAL_STATUS}', r.public_id, r.petition_id, r.version_id, r.kind, r.display,
            r.sealed, r.email_hash, r.organisation_hash,
            CASE WHEN r.search_count IS NOT NULL

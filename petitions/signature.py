@@ -189,6 +189,14 @@ async def signature_state(conn: asyncpg.Connection, public_id: uuid.UUID) -> Sig
     return SignatureState(row["status"], row["slug"], kind=row["kind"]) if row else None
 
 
+# The columns a new signature is stored with, in the order the sign path's INSERTs
+# (signing.py one at a time, sign_batch.py many at once) give their values.
+SIGNER_COLUMNS = """status, public_id, petition_id, version_id, kind, display, sealed,
+    email_hash, organisation_hash, search_hashes, initials, name, city, occupation,
+    organisation, organisation_type, website, members, comment, country, updates,
+    language, ref, network_hash, domain_hash, hold_reason"""
+
+
 # Another signature already counts for the organisation of signature `s`.
 ORGANISATION_ALREADY_COUNTED = f"""EXISTS (
     SELECT 1 FROM signatures o

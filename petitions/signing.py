@@ -28,6 +28,7 @@ from .screening import email_domain, hold_reason, list_verdict
 from .sharing import valid_ref
 from .signature import (
     INITIAL_STATUS,
+    SIGNER_COLUMNS,
     Display,
     Kind,
     OrganisationType,
@@ -155,11 +156,7 @@ _INSERT_SIGNATURE = f"""
 WITH open_petition AS (
     SELECT p.id FROM petitions p WHERE p.id = $2 AND {TAKES_SIGNATURES_SQL}
 ), new_signature AS (
-    INSERT INTO signatures (status, public_id, petition_id, version_id, kind, display,
-                            sealed, email_hash, organisation_hash, search_hashes, initials,
-                            name, city, occupation, organisation, organisation_type, website,
-                            members, comment, country, updates, language, ref, network_hash,
-                            domain_hash, hold_reason)
+    INSERT INTO signatures ({SIGNER_COLUMNS})
     SELECT '{INITIAL_STATUS}', $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
            $15, $16, $17, $18, $19, $20, $21, $22, $23, $27, $28
       FROM open_petition

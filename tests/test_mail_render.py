@@ -20,13 +20,17 @@ def petition(title: str) -> Petition:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("language", i18n.LANGUAGES)
-def test_each_signer_gets_the_email_rendered_for_them(tmp_path, language):
+@pytest.fixture
+def mailer(tmp_path) -> Mailer:
     settings = load_settings(
         {"SECRET_KEY": "k" * 40, "DATA_DIR": str(tmp_path), "BASE_URL": "https://example.org"},
         env_file=None,
     )
-    mailer = Mailer(settings)
+    return Mailer(settings)
+
+
+@pytest.mark.parametrize("language", i18n.LANGUAGES)
+def test_each_signer_gets_the_email_rendered_for_them(mailer, language):
     seen = set()
     for title in ('Free "them" <now> & here', "آزادی کارگران", 'Free "them" <now> & here'):
         with i18n.language(language):
@@ -48,14 +52,9 @@ def test_each_signer_gets_the_email_rendered_for_them(tmp_path, language):
 
 
 @pytest.mark.parametrize("language", i18n.LANGUAGES)
-def test_each_signer_gets_the_receipt_email_rendered_for_them(tmp_path, language):
+def test_each_signer_gets_the_receipt_email_rendered_for_them(mailer, language):
     from petitions.receipts import Receipt
 
-    settings = load_settings(
-        {"SECRET_KEY": "k" * 40, "DATA_DIR": str(tmp_path), "BASE_URL": "https://example.org"},
-        env_file=None,
-    )
-    mailer = Mailer(settings)
     cases = [("verified", "individual"), ("held", "individual"), ("held", "organisation")] * 2
     with i18n.language(language):
         for status, kind in cases:
