@@ -109,11 +109,16 @@ SELECT CASE WHEN b.by_network
 """
 
 _SIGNED_AND_OPEN = f"""
-SELECT EXISTS (SELECT 1 FROM signatures s
-                WHERE s.petition_id = t.petition_id AND s.kind = t.kind
-                  AND s.email_hash = t.email_hash
-                  AND (t.kind = '{Kind.INDIVIDUAL}' OR s.organisation_hash = t.organisation_hash)
-       ) AS signed,
+SELECT CASE WHEN t.kind = '{Kind.INDIVIDUAL}'
+            THEN EXISTS (SELECT 1 FROM signatures s
+                          WHERE s.petition_id = t.petition_id AND s.kind = '{Kind.INDIVIDUAL}'
+                            AND s.email_hash = t.email_hash)
+            ELSE EXISTS (SELECT 1 FROM signatures s
+                          WHERE s.petition_id = t.petition_id
+                            AND s.kind = '{Kind.ORGANISATION}'
+                            AND s.organisation_hash = t.organisation_hash
+                            AND s.email_hash = t.email_hash)
+       END AS signed,
        EXISTS (SELECT 1 FROM petitions p WHERE p.id = t.petition_id AND {TAKES_SIGNATURES_SQL})
        AS open
   FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[]) WITH ORDINALITY
