@@ -245,8 +245,8 @@ def events_figure(
     figure = Figure(key, f"{clients:,} event-stream clients: commit → event at every client, p99",
                     "< 0.5 s; memory per client given")  # fmt: skip
     id_file = data.write_ids(ids[:commits], plan.work / f"event-ids-{clients}.txt")
-    options = ("--max-connections", str(clients + 200)) if clients + 200 > 1000 else ()
-    with petitions_server(cluster, SMALL, options=options) as app:
+    # Streams come on top of --max-connections (petitions/in_flight.py): defaults serve them.
+    with petitions_server(cluster, SMALL) as app:
         result = json.loads(_run([sys.executable, str(HERE / "sse_fanout.py"),
                                   "--base", app.base, "--slug", SLUG, "--clients", str(clients),
                                   "--dsn", cluster.dsn(SMALL), "--ids", str(id_file),

@@ -272,8 +272,7 @@ def run_standalone(args) -> dict:
         ids = data.run(data.pending_public_ids(cluster, database))
         args.ids = str(data.write_ids(ids, cluster.data_dir / "fanout-ids.txt"))
         args.dsn, args.slug = cluster.dsn(database), SLUG
-        options = ("--max-connections", str(max(1000, args.clients + args.slow + 200)))
-        with petitions_server(cluster, database, options=options) as server:
+        with petitions_server(cluster, database) as server:
             args.base, args.server_pid = server.base, server.pid
             return _run(measure(args))
 

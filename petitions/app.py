@@ -7,7 +7,6 @@ import logging
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,16 +20,27 @@ from .auth import AdminSessions, session_key
 from .counter_fast_path import CountFastPath
 from .crypto import cipher_for
 from .db import open_database, raw_connection
+from .db_errors import (
+    CANNOT_SAVE_RETRY_AFTER,
+    DATABASE_CANNOT_SAVE,
+    DATABASE_UNAVAILABLE,
+    UNAVAILABLE_RETRY_AFTER,
+)
 from .events import LiveHub
 from .hosts import SiteOrigin
 from .i18n import N_, _
+from .in_flight import RequestsInFlight
 from .locales import ChooseLanguage
+from .logs import RequestLog, configure_logging, logged_path
 from .mail import Mailer
 from .metrics import Metrics, RequestCounter
 from .pagecache import PageCache, RecentObjects
 from .paths import STATIC_DIR
+from .read_your_writes import ReadYourWrites
+from .replicas import ReadReplicas
 from .sealing import check_data_key
 from .security import ADMIN_MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders
+from .serving import SHUTDOWN_HOOK
 from .settings import Settings
 from .share_image import ShareImages
 from .templating import make_templates
@@ -139,7 +149,7 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        db = open_database(settings.database_url)
+        db = open_database(settings.database_url, pooler=settings.database_pooler)
         await db.connect()
         app.state.db = db
         try:  # a DATA_KEY that cannot read the signer data stops the start, clearly
@@ -148,21 +158,42 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
         except BaseException:
             await db.disconnect()
             raise
+        # LISTEN and the worker keep session state: DATABASE_SESSION_URL, past any pooler.
         live = app.state.live = LiveHub(
-            db, settings.database_url, min_group=lambda: app.state.settings.public_min_group
+            db, settings.session_url, min_group=lambda: app.state.settings.public_min_group
         )
         await live.start()
+        if settings.database_replica_urls:  # public reads on replicas (replicas.py)
+            app.state.replicas = ReadReplicas(
+                db, settings.database_replica_urls, settings.replica_max_lag,
+                pooler=settings.database_pooler,
+            )  # fmt: skip
+            await app.state.replicas.start()
         stop = asyncio.Event()
-        worker = None
+        worker = worker_db = None
         if run_outbox_worker:
-            worker = asyncio.create_task(delivery.run_outbox_worker(db, settings, stop))
+            worker_db = db
+            if settings.session_url != settings.database_url:
+                worker_db = open_database(settings.session_url, max_size=4)
+                await worker_db.connect()
+            worker_settings = settings.with_database(settings.session_url)
+            worker = asyncio.create_task(
+                delivery.run_outbox_worker(worker_db, worker_settings, stop)
+            )
         try:
-            yield
+            # The server calls this as it begins to shut down (serving.py): event
+            # streams end at once, each with a reconnect hint, instead of being cut off.
+            yield {SHUTDOWN_HOOK: live.drain}
         finally:
             stop.set()
             if worker is not None:
                 await worker
             await live.stop()
+            if app.state.replicas is not None:
+                await app.state.replicas.stop()
+                app.state.replicas = None
+            if worker_db is not None and worker_db is not db:
+                await worker_db.disconnect()
             await db.disconnect()
 
     metrics = Metrics()
@@ -222,6 +253,10 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
             Middleware(
                 CountFastPath, metrics=metrics, hsts=settings.base_url.startswith("https://")
             ),
+            # A request id for each request and its log lines; one access line each.
+            Middleware(RequestLog),
+            # Requests at once, event streams apart (in_flight.py).
+            Middleware(RequestsInFlight),
             Middleware(ChooseLanguage),  # error pages are in the chosen language too
             Middleware(RequestCounter, metrics=metrics, routes=routes),
             Middleware(SecurityHeaders, hsts=settings.base_url.startswith("https://")),
@@ -231,11 +266,14 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
                 secret_key=session_key(settings.secret_key),
                 https_only=settings.base_url.startswith("https://"),
             ),
+            # With read replicas: who just changed a public page reads the change.
+            *([Middleware(ReadYourWrites)] if settings.database_replica_urls else []),
         ],
         exception_handlers={
             HTTPException: http_error,
             ClientDisconnect: client_gone,
             **dict.fromkeys(DATABASE_UNAVAILABLE, database_unavailable),
+            **dict.fromkeys(DATABASE_CANNOT_SAVE, database_cannot_save),
             Exception: server_error,
         },
     )
@@ -245,6 +283,7 @@ def create_app(settings: Settings, run_outbox_worker: bool | None = None) -> Sta
     app.state.mailer = Mailer(settings)
     app.state.cipher = cipher_for(settings)  # signer data at rest (crypto.py)
     app.state.page_cache = PageCache()
+    app.state.replicas = None  # ReadReplicas, when DATABASE_REPLICA_URL names some
     app.state.recent_petitions = RecentObjects(app.state.page_cache)
     app.state.share_images = ShareImages()  # link-preview pictures (share_image.py)
     return app
@@ -276,33 +315,35 @@ async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
     return Response(status_code=400)
 
 
-# What a request meets while PostgreSQL restarts or is out of reach: the pool
-# replaces the broken connections by itself, so the right answer is "try again".
-DATABASE_UNAVAILABLE = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-    ConnectionError,
-    FileNotFoundError,  # the Unix socket is briefly gone during a restart
-    TimeoutError,
-)
-
-
 async def database_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+    """PostgreSQL restarting or out of reach (db_errors.py): try again in a few seconds."""
+    log.warning("database unavailable on %s %s: %r", request.method, logged_path(request), exc)
     return _error_page(
         request,
         503,
         _("Back in a moment"),
         _("The database is restarting or out of reach. Please try again in a few seconds."),
-        {"Retry-After": "5"},
+        {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
+async def database_cannot_save(request: Request, exc: Exception) -> Response:
+    """PostgreSQL cannot store anything (its disk is full, db_errors.py); nothing was."""
+    log.error("database cannot save on %s %s: %r", request.method, logged_path(request), exc)
+    return _error_page(
+        request,
+        503,
+        _("Back in a moment"),
+        _(
+            "We cannot save anything just now, so nothing was stored. "
+            "Please try again in a few minutes."
+        ),
+        {"Retry-After": str(CANNOT_SAVE_RETRY_AFTER)},
     )
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s", request.method, logged_path(request))
     return _error_page(
         request, 500, _("Something went wrong"), _("The error has been logged. Please try again.")
     )
@@ -326,4 +367,7 @@ def create_app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` worker processes (see `petitions serve --workers`)."""
     from .settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    # A worker process of its own: the parent's logging setup did not come with it.
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -16,9 +16,17 @@ import asyncpg
 
 from .crypto import DataKeyError
 from .db import asyncpg_dsn, database_url_for
+from .logs import configure_logging, uvicorn_log_options
 from .migrations import MigrationError
 from .sealing import prepare_database
-from .serving import ServerLimits, fitting_connections
+from .serving import (
+    ALL_INTERFACES,
+    RESERVED_FILES,
+    SHUTDOWN_GRACE_SECONDS,
+    ServerLimits,
+    address_warnings,
+    fitting_connections,
+)
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("petitions")
@@ -34,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"petitions: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if settings.log_level != "DEBUG":
-        logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every start
+    configure_logging(settings.log_level, settings.log_format)  # LOG_FORMAT: logs.py
     try:
         return args.command(args, settings)
     except (MigrationError, SettingsError, DataKeyError) as error:
@@ -92,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=limits.max_connections,
         metavar="N",
-        help="connections per process; beyond, requests get 503 "
-        f"(default {limits.max_connections})",
+        help="requests at once per process, event streams apart (up to "
+        f"{limits.stream_connections:,} more); beyond, 503 (default {limits.max_connections})",
     )
     serve.add_argument(
         "--backlog",
@@ -188,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    with database_url_for(settings) as url:
+    with database_url_for(settings, session=True) as url:
         applied = asyncio.run(prepare_database(url, settings))
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return 0
@@ -205,15 +209,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"petitions: {error}", file=sys.stderr)
         return 2
+    _exit_cleanly_on_sigterm()
     settings = _with_served_address(settings, args.host, args.port)
+    for level, message in address_warnings(settings, args.host, args.port):
+        log.log(level, "%s", message)
     with database_url_for(settings) as url:
-        asyncio.run(prepare_database(url, settings))
+        # The migration lock is a session lock: past any pooler (DATABASE_SESSION_URL).
+        asyncio.run(prepare_database(settings.database_session_url or url, settings))
         log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
                  "DATABASE_URL" if settings.database_url else settings.data_dir)  # fmt: skip
         options = dict(host=args.host, port=args.port, log_level=settings.log_level.lower(),
-                       access_log=settings.log_level == "DEBUG",
-                       # Event streams never end by themselves: cut them off on shutdown.
-                       timeout_graceful_shutdown=5,
+                       **uvicorn_log_options(settings.log_format),
+                       # In-flight requests may finish; event streams end at once (app.py).
+                       timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
                        proxy_headers=bool(settings.trusted_proxies),
                        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
                        **limits.uvicorn_options())  # fmt: skip
@@ -246,14 +254,30 @@ def _with_served_address(settings: Settings, host: str, port: int) -> Settings:
     address (so `--port 8766` does not send visitors to port 8000)."""
     if settings.base_url_given:
         return settings
-    if host in ("0.0.0.0", "::", ""):
+    if host in ALL_INTERFACES:
         log.warning(
-            "serving on all interfaces without BASE_URL: links and emails will name "
-            "127.0.0.1, which other machines cannot reach; set BASE_URL to the public address"
+            "serving on all interfaces (--host %s) without BASE_URL: links and emails will "
+            "name http://127.0.0.1:%d, which other machines cannot reach, and requests for "
+            "any other host name are refused; set BASE_URL to the address visitors use, "
+            "such as BASE_URL=https://petitions.example.org",
+            host or "''",
+            port,
         )
         host = "127.0.0.1"
     name = f"[{host}]" if ":" in host else host
     return replace(settings, base_url=f"http://{name}:{port}")
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (systemd, docker stop, kill) ends the command as Ctrl-C does: uvicorn and
+    the worker finish their work first, then the process exits with 0 through Python's
+    own exit, whose atexit hooks stop the embedded PostgreSQL this process started (the
+    default action of SIGTERM would kill the process and leave the server running)."""
+
+    def exit_zero(signum, frame) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_zero)
 
 
 def _server_limits(args: argparse.Namespace) -> ServerLimits:
@@ -271,9 +295,12 @@ def _server_limits(args: argparse.Namespace) -> ServerLimits:
     asked = ServerLimits(args.max_header_bytes, args.header_timeout, args.keep_alive_timeout,
                          args.max_connections, args.backlog)  # fmt: skip
     limits = fitting_connections(asked)
-    if limits.max_connections < asked.max_connections:
-        log.warning("only %d connections per process fit the open-file limit (ulimit -n); "
-                    "raise it to allow %d", limits.max_connections, asked.max_connections)  # fmt: skip
+    if limits.stream_connections < asked.stream_connections:
+        log.warning("only %d connections and %d event streams per process fit the open-file "
+                    "limit (ulimit -n); raise it to %d to allow %d and %d",
+                    limits.max_connections, limits.stream_connections,
+                    asked.max_connections + asked.stream_connections + RESERVED_FILES,
+                    asked.max_connections, asked.stream_connections)  # fmt: skip
     return limits
 
 
@@ -295,7 +322,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await db.disconnect()
 
-    with database_url_for(settings) as url:
+    _exit_cleanly_on_sigterm()  # while starting; then the loop's handler above
+    with database_url_for(settings, session=True) as url:
         asyncio.run(run(url))
     return 0
 
@@ -314,7 +342,7 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await db.disconnect()
 
-    with database_url_for(settings) as url:
+    with database_url_for(settings, session=True) as url:
         report = asyncio.run(run(url))
     print(report.summary())
     return 0
@@ -342,7 +370,7 @@ def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await conn.close()
 
-    with database_url_for(settings) as url:
+    with database_url_for(settings, session=True) as url:
         report = asyncio.run(run(url))
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -368,7 +396,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.signatures < 0 or args.signatures > 50_000_000:
         print("petitions: --signatures must be between 0 and 50,000,000", file=sys.stderr)
         return 2
-    with database_url_for(settings) as url:
+    with database_url_for(settings, session=True) as url:
         asyncio.run(prepare_database(url, settings))
         slug, created = asyncio.run(load_demo(url, settings.secret_key))
         print(f"demo petition {'loaded' if created else 'already present'}: /p/{slug}")
@@ -409,7 +437,7 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await conn.close()
 
-    with database_url_for(settings) as url:
+    with database_url_for(settings, session=True) as url:
         try:
             created = asyncio.run(run(url))
         except AdminError as error:
@@ -430,7 +458,7 @@ def cmd_reset_totp(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await conn.close()
 
-    with database_url_for(settings) as url:
+    with database_url_for(settings, session=True) as url:
         try:
             asyncio.run(run(url))
         except AdminError as error:
@@ -459,7 +487,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     output = Path(args.output) if args.output and args.output != "-" else None
     progress = sys.stderr if sys.stderr.isatty() and (output or not sys.stdout.isatty()) else None
-    with database_url_for(settings) as url:
+    with database_url_for(settings, session=True) as url:
         asyncio.run(prepare_database(url, settings))
         try:
             rows = asyncio.run(

@@ -15,6 +15,8 @@ announces a body (`BodySizeLimit` judges it), a petition this process does not h
 
 from __future__ import annotations
 
+from time import perf_counter
+
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -63,6 +65,7 @@ class CountFastPath:
                 return
             if name == b"if-none-match" and if_none_match is None:
                 if_none_match = value.decode("latin-1")
+        started = perf_counter()
         _, full, not_modified = self._prepare(snapshot)
         status = 500
         try:
@@ -77,7 +80,7 @@ class CountFastPath:
                             "headers": list(full)})  # fmt: skip
                 await send({"type": "http.response.body", "body": snapshot.body})
         finally:
-            self.metrics.count_request(ROUTE, scope["method"], status)
+            self.metrics.count_request(ROUTE, scope["method"], status, perf_counter() - started)
 
     def _prepare(self, snapshot: CountSnapshot) -> tuple[CountSnapshot, Headers, Headers]:
         prepared = self.prepared.get(snapshot.petition.id)

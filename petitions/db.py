@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -33,7 +34,24 @@ def start_embedded_server(data_dir: Path):
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import pgserver
 
+        _forget_dead_users(data_dir / "postgres")
         return pgserver.get_server(data_dir / "postgres", cleanup_mode="stop")
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """pgserver lists the processes using the server (.handle_pids.json) and the last to
+    exit stops it; a process killed outright (kill -9, OOM) never leaves the list, and
+    the server would then outlive every later user. Drop those that no longer run."""
+    import psutil
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import DiskList
+
+    users = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:  # the lock pgserver itself takes to change the list
+        listed = users.get()
+        alive = [pid for pid in listed if psutil.pid_exists(pid)]
+        if alive != listed:
+            users.put(alive)
 
 
 def with_database_name(url: str, name: str) -> str:
@@ -74,16 +92,42 @@ class PooledConnection(asyncpg.Connection):
     RESET ALL` on every release: a round trip per request. Nothing here leaves session
     state on a pool connection (advisory locks are transaction-level, LISTEN has its
     own connections, cursors live in transactions, no SET), and asyncpg still rolls
-    back a transaction left open."""
+    back a transaction left open. The one session-level lock, retention's, is taken
+    on the worker's pool, which uses DATABASE_SESSION_URL."""
 
     def get_reset_query(self) -> str:
         return ""
 
 
-def open_database(url: str, max_size: int = 20) -> Database:
+def open_database(url: str, max_size: int = 20, *, pooler: str = "none") -> Database:
+    """A pool of connections to `url`. Behind a transaction-mode PgBouncer that keeps
+    no prepared statements (DATABASE_POOLER=pgbouncer), asyncpg's statement cache is
+    off: its named statements would outlive the transaction on a server connection
+    another client gets next. Unnamed ones are safe: asyncpg sends Parse to Sync as
+    one exchange, which PgBouncer keeps on one server connection."""
+    options = {"statement_cache_size": 0} if pooler == "pgbouncer" else {}
     return Database(
-        asyncpg_dsn(url), min_size=1, max_size=max_size, connection_class=PooledConnection
-    )
+        asyncpg_dsn(url), min_size=1, max_size=max_size, connection_class=PooledConnection,
+        **options,
+    )  # fmt: skip
+
+
+_cursor_names = itertools.count(1)
+
+
+async def fetch_in_batches(
+    conn: asyncpg.Connection, query: str, *args, rows: int
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """`query`'s rows, `rows` at a time, through an SQL cursor of the caller's open
+    transaction. asyncpg's own cursors use a named prepared statement that outlives
+    the transaction, which a transaction-mode pooler cannot keep; this one ends with
+    it (so nothing is left to close when the caller stops early)."""
+    name = f"batches_{next(_cursor_names)}"
+    await conn.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {query}", *args)
+    while batch := await conn.fetch(f"FETCH FORWARD {int(rows)} FROM {name}"):
+        yield batch
+        if len(batch) < rows:
+            break
 
 
 @asynccontextmanager
@@ -94,13 +138,15 @@ async def raw_connection(db: Database) -> AsyncIterator[asyncpg.Connection]:
 
 
 @contextmanager
-def database_url_for(settings: Settings) -> Iterator[str]:
+def database_url_for(settings: Settings, *, session: bool = False) -> Iterator[str]:
     """The database to use: DATABASE_URL, or the embedded server (started or joined).
+    With `session`, DATABASE_SESSION_URL when set: the address that keeps session
+    state (LISTEN, session advisory locks), for migrations, the worker and commands.
 
     The embedded server keeps running while any process that joined it is alive.
     """
     if settings.database_url is not None:
-        yield settings.database_url
+        yield settings.session_url if session else settings.database_url
         return
     server = start_embedded_server(settings.data_dir)
     asyncio.run(ensure_database(server.get_uri(), EMBEDDED_DATABASE))

@@ -1,9 +1,15 @@
 """The outbox worker: delivers outbox rows over SMTP, or to the log when no SMTP_HOST is set.
 
-Rows are claimed with FOR UPDATE SKIP LOCKED inside a transaction that stays open
-while they are sent, so two workers never take the same row, and a crash before
-the commit leaves the rows waiting for the next try (at-least-once; the stored
-Message-ID lets mail systems drop a repeat).
+A worker claims one row at a time: a short transaction (FOR UPDATE SKIP LOCKED) writes
+its name and a lease into the row and commits; the email goes out; a second short
+statement marks it sent the moment the SMTP server has accepted it. No transaction is
+open across a send, so two workers never take the same row, and a worker killed
+mid-send re-sends at most the one email the server accepted before the worker could
+record it (at-least-once; the stored Message-ID lets mail systems drop that repeat).
+A row whose lease ran out (its worker died) is claimed again; a worker that stops
+(SIGTERM) lets the email it is sending finish for a few seconds, then gives its claim
+back (migrations/0015_outbox_claims.sql; docs/operations.md, "Email delivery
+guarantees").
 
 Queueing mail wakes the workers of every process: a trigger on the outbox
 notifies the channel `outbox` at commit, and each worker listens on a connection
@@ -15,7 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -26,7 +35,9 @@ from databases import Database
 
 from .crypto import cipher_for
 from .db import asyncpg_dsn, listen_forever, raw_connection, wait_for_any
+from .logs import mask_emails
 from .mail import Mailer, open_outbox
+from .metrics import count_delivery_failure
 from .retention import STRIP_EMAIL, enforce_retention
 from .settings import Settings
 from .signing import process_sign_reminders
@@ -53,14 +64,33 @@ class RetryPolicy:
         )
 
 
+# One due row, not claimed by a live worker nor tried already in this pass ($3),
+# leased to worker $1 for $2 seconds. One statement, so one short transaction of its
+# own (also through a transaction pooler).
 _CLAIM = """
-SELECT id, recipient, subject, body_text, body_html, headers, sealed, message_id, attempts
-  FROM outbox
- WHERE status = 'waiting' AND next_attempt_at <= now()
- ORDER BY next_attempt_at, id
- LIMIT $1
-   FOR UPDATE SKIP LOCKED
+UPDATE outbox SET claimed_by = $1, claimed_until = now() + make_interval(secs => $2)
+ WHERE id = (
+       SELECT id FROM outbox
+        WHERE status = 'waiting' AND next_attempt_at <= now()
+          AND (claimed_until IS NULL OR claimed_until <= now())
+          AND id <> ALL($3::bigint[])
+        ORDER BY next_attempt_at, id
+        LIMIT 1
+          FOR UPDATE SKIP LOCKED)
+RETURNING id, recipient, subject, body_text, body_html, headers, sealed, message_id, attempts
 """
+# What a stopping worker gives back: its claims on rows it has not sent.
+_RELEASE = """
+UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
+ WHERE claimed_by = $1 AND status = 'waiting'
+"""
+# A worker may finish the email it is sending for this long after it is told to stop.
+STOP_GRACE_SECONDS = 5.0
+
+
+def worker_name() -> str:
+    """A name for one outbox worker, unique among all processes of all machines."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def readable(message: EmailMessage) -> str:
@@ -106,52 +136,96 @@ def _build_email(row, settings: Settings) -> EmailMessage:
 
 
 async def deliver_due(
-    db: Database, settings: Settings, batch_size: int = 20, policy: RetryPolicy = RetryPolicy()
+    db: Database,
+    settings: Settings,
+    batch_size: int = 20,
+    policy: RetryPolicy = RetryPolicy(),
+    worker: str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Deliver one batch of due rows; return how many were claimed.
+    """Deliver up to `batch_size` due rows over one SMTP connection, claiming each
+    just before it is sent; return how many were claimed (0: none was due).
 
     Reminders asked for by signing again (signing.process_sign_reminders) are
-    turned into outbox rows first, so they go out in the same pass."""
+    turned into outbox rows first, so they go out in the same pass. Once `stop` is
+    set, no further row is claimed."""
     while await process_sign_reminders(db, _mailer(settings)):
         pass
-    async with raw_connection(db) as conn, conn.transaction():
-        rows = await conn.fetch(_CLAIM, batch_size)
-        if not rows:
-            return 0
-        if settings.smtp_host is None:
-            for row in rows:
-                try:
-                    log.info("%s", readable(build_email(row, settings)))
-                except _Permanent as error:
-                    await _mark_failed(conn, row["id"], str(error))
-                else:
-                    await _mark_sent(conn, row["id"])
-            return len(rows)
+    worker = worker or worker_name()
+    tried: list[int] = []  # a row retried soon is left for the next pass
+    smtp: aiosmtplib.SMTP | None = None
+    unreachable: str | None = None  # why the SMTP server could not be reached
+    async with raw_connection(db) as conn:
         try:
-            smtp = await _connect(settings)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-            log.warning(
-                "SMTP server unreachable (%s); %d emails wait for a retry", error, len(rows)
-            )
-            for row in rows:
-                await _mark_retry(conn, row, f"SMTP connection failed: {error}", policy)
-            return len(rows)
-        try:
-            for row in rows:
+            while len(tried) < batch_size and not (stop is not None and stop.is_set()):
+                lease = float(settings.outbox_lease_seconds)
+                row = await conn.fetchrow(_CLAIM, worker, lease, tried)
+                if row is None:
+                    break
+                tried.append(row["id"])
                 try:
-                    await _send(smtp, build_email(row, settings))
-                except _Permanent as error:
-                    await _mark_failed(conn, row["id"], str(error))
-                except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-                    await _mark_retry(conn, row, str(error), policy)
-                else:
-                    await _mark_sent(conn, row["id"])
+                    if settings.smtp_host is None:
+                        await _deliver_to_log(conn, row, settings, worker)
+                        continue
+                    if smtp is None and unreachable is None:
+                        try:
+                            smtp = await _connect(settings)
+                        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+                            unreachable = f"SMTP connection failed: {error}"
+                            log.warning("SMTP server unreachable (%s); emails wait for a retry",
+                                        error)  # fmt: skip
+                    if unreachable is not None:  # the rest of this pass waits too
+                        await _mark_retry(conn, row, unreachable, policy, worker)
+                        continue
+                    await _deliver_by_smtp(conn, smtp, row, settings, policy, worker)
+                except BaseException:
+                    # Not sent (a data key that cannot open it, the database gone, the
+                    # worker cancelled): give the claim back rather than wait for its lease,
+                    # and drop the SMTP session without waiting for a polite QUIT.
+                    if smtp is not None:
+                        smtp.close()
+                        smtp = None
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.execute(_RELEASE, worker))
+                    raise
         finally:
-            try:
-                await smtp.quit()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                smtp.close()
-    return len(rows)
+            if smtp is not None:
+                try:
+                    await smtp.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    smtp.close()
+    return len(tried)
+
+
+async def _deliver_to_log(conn, row, settings: Settings, worker: str) -> None:
+    try:
+        log.info("%s", readable(build_email(row, settings)))
+    except _Permanent as error:
+        await _mark_failed(conn, row["id"], str(error), worker)
+    else:
+        await _mark_sent(conn, row["id"], worker)
+
+
+async def _deliver_by_smtp(
+    conn, smtp: aiosmtplib.SMTP, row, settings: Settings, policy: RetryPolicy, worker: str
+) -> None:
+    try:
+        await _send(smtp, build_email(row, settings))
+    except _Permanent as error:
+        await _mark_failed(conn, row["id"], str(error), worker)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+        await _mark_retry(conn, row, str(error), policy, worker)
+    else:
+        # The server has the email: recorded at once, in a statement of its own. A
+        # worker dying between the two is the one duplicate SMTP cannot rule out.
+        await _mark_sent(conn, row["id"], worker)
+
+
+async def release_claims(db: Database, worker: str) -> int:
+    """Give back `worker`'s claims on rows it has not sent; how many there were."""
+    async with raw_connection(db) as conn:
+        status = await conn.execute(_RELEASE, worker)
+    return int(status.split()[-1])
 
 
 @lru_cache(maxsize=8)
@@ -167,9 +241,13 @@ async def _connect(settings: Settings) -> aiosmtplib.SMTP:
         start_tls=True if settings.smtp_tls == "starttls" else False,
         timeout=30,
     )
-    await smtp.connect()
-    if settings.smtp_user:
-        await smtp.login(settings.smtp_user, settings.smtp_password or "")
+    try:
+        await smtp.connect()
+        if settings.smtp_user:
+            await smtp.login(settings.smtp_user, settings.smtp_password or "")
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+        count_delivery_failure(error)  # /metrics, by reply code (metrics.py)
+        raise
     return smtp
 
 
@@ -177,47 +255,61 @@ async def _send(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
     try:
         await smtp.send_message(message)
     except aiosmtplib.SMTPRecipientsRefused as error:
+        count_delivery_failure(error)
         codes = [r.code for r in error.recipients]
         if all(code >= 500 for code in codes):
             raise _Permanent(f"recipient refused: {error}") from None
         raise
     except aiosmtplib.SMTPResponseException as error:
+        count_delivery_failure(error)
         if error.code >= 500:
             raise _Permanent(f"{error.code} {error.message}") from None
         raise
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+        count_delivery_failure(error)  # no reply: the connection broke or timed out
+        raise
 
 
-async def _mark_sent(conn, outbox_id: int) -> None:
+# The worker's bookkeeping applies to a row it still holds: a claim that ran out and
+# went to another worker is that worker's to record. Each ends the claim.
+_UNCLAIMED = "claimed_by = NULL, claimed_until = NULL"
+
+
+async def _mark_sent(conn, outbox_id: int, worker: str) -> None:
     """Sent (or, with no SMTP_HOST, logged): the row keeps its status, time, purpose
     and Message-ID, and loses who it went to and what it said (retention.STRIP_EMAIL)."""
     await conn.execute(
         "UPDATE outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1, "
-        f"last_error = NULL, {STRIP_EMAIL} WHERE id = $1",
+        f"last_error = NULL, {_UNCLAIMED}, {STRIP_EMAIL} WHERE id = $1 AND claimed_by = $2",
         outbox_id,
+        worker,
     )
 
 
-async def _mark_failed(conn, outbox_id: int, error: str) -> None:
-    log.warning("email %d failed for good: %s", outbox_id, error)
+async def _mark_failed(conn, outbox_id: int, error: str, worker: str) -> None:
+    log.warning("email %d failed for good: %s", outbox_id, mask_emails(error))
     await conn.execute(
-        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1",
+        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $3, "
+        f"{_UNCLAIMED} WHERE id = $1 AND claimed_by = $2",
         outbox_id,
+        worker,
         error[:1000],
     )
 
 
-async def _mark_retry(conn, row, error: str, policy: RetryPolicy) -> None:
+async def _mark_retry(conn, row, error: str, policy: RetryPolicy, worker: str) -> None:
     attempts = row["attempts"] + 1
     if attempts >= policy.max_attempts:
-        await _mark_failed(conn, row["id"], error)
+        await _mark_failed(conn, row["id"], error, worker)
         return
     await conn.execute(
-        """
-        UPDATE outbox SET attempts = $2, last_error = $3,
-               next_attempt_at = now() + make_interval(secs => $4)
-         WHERE id = $1
+        f"""
+        UPDATE outbox SET attempts = $3, last_error = $4,
+               next_attempt_at = now() + make_interval(secs => $5), {_UNCLAIMED}
+         WHERE id = $1 AND claimed_by = $2
         """,
         row["id"],
+        worker,
         attempts,
         error[:1000],
         policy.delay(attempts),
@@ -259,12 +351,14 @@ async def run_outbox_worker(
         trending = asyncio.create_task(
             _trending_alerts_periodically(db, settings, stop), name="trending-alerts"
         )
+    worker = worker_name()
     try:
         while not stop.is_set():
             wakeup.clear()  # before delivering: mail queued meanwhile wakes the next pass
             try:
-                while not stop.is_set() and await deliver_due(db, settings, policy=policy):
-                    pass
+                await _finish_or_abandon(
+                    _deliver_while_due(db, settings, policy, worker, stop), stop
+                )
             except Exception:  # the database may be restarting: log, wait, go on
                 log.exception("outbox delivery failed; trying again shortly")
             await wait_for_any(wakeup, stop, at_most=poll_seconds)
@@ -274,6 +368,45 @@ async def run_outbox_worker(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        # Normally nothing is left to give back (the claim is released as a send is
+        # abandoned); this covers a release that failed then.
+        with contextlib.suppress(Exception):
+            if released := await release_claims(db, worker):
+                log.info("stopping: gave back %d claimed email(s)", released)
+
+
+async def _deliver_while_due(
+    db: Database, settings: Settings, policy: RetryPolicy, worker: str, stop: asyncio.Event
+) -> None:
+    while not stop.is_set() and await deliver_due(
+        db, settings, policy=policy, worker=worker, stop=stop
+    ):
+        pass
+
+
+async def _finish_or_abandon(delivering, stop: asyncio.Event) -> None:
+    """Run `delivering` to its end; once `stop` is set, give the email being sent
+    STOP_GRACE_SECONDS to go, then cancel (its claim is given back)."""
+    task = asyncio.ensure_future(delivering)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+        if not task.done():
+            log.warning("stopping: the email being sent did not finish in %g s; its claim "
+                        "is given back", STOP_GRACE_SECONDS)  # fmt: skip
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return
+        task.result()
+    finally:
+        stopping.cancel()
+        if not task.done():  # this coroutine itself was cancelled
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _retention_periodically(

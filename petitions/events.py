@@ -28,6 +28,7 @@ from databases import Database
 
 from .counters import CountCache, CountSnapshot
 from .db import asyncpg_dsn, listen_forever, raw_connection
+from .db_errors import database_trouble
 from .disclosure import public_breakdown
 from .settings import DEFAULT_PUBLIC_MIN_GROUP
 from .signatories import public_entry
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "petition_events"
 RECONCILE_SECONDS = 30.0
+PROCESS_RETRY_SECONDS = 1.0  # after the database failed a processing pass
 EVENT_RETENTION = "2 days"
 REPLAY_LIMIT = 500
 # Chunks waiting per client. A chunk is everything one processing pass has for a
@@ -139,8 +141,22 @@ _EVENTS_SQL = """
 SELECT e.id AS event_id, e.petition_id, e.event, s.public_id, s.kind, s.display, s.name,
        s.city, s.occupation, s.organisation, s.organisation_type, s.members, s.website,
        s.comment, s.country, s.verified_at, s.initials
-  FROM petition_events e JOIN signatures s ON s.id = e.signature_id
+  FROM petition_events e
+  JOIN signatures s ON s.petition_id = e.petition_id AND s.id = e.signature_id
 """
+
+
+# Events at or below an id, committed up to a few seconds before it (the catch-up's),
+# the latest first.
+_LATE_EVENTS_SQL = (
+    _EVENTS_SQL
+    + """ WHERE e.petition_id = ANY($1::bigint[]) AND e.id <= $2
+            AND e.created_at > (SELECT created_at - interval '5 seconds'
+                                  FROM petition_events
+                                 WHERE petition_id = ANY($1::bigint[]) AND id <= $2
+                                 ORDER BY id DESC LIMIT 1)
+          ORDER BY e.id DESC LIMIT 5000"""
+)
 
 
 def signature_event(row, countries: Container[str] = frozenset()) -> LiveEvent | None:
@@ -183,6 +199,7 @@ class LiveHub:
         self._high_water = 0  # the highest event id handed to subscribers
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self.draining = False  # shutting down: streams end (drain)
 
     # Lifecycle ------------------------------------------------------------------
 
@@ -205,12 +222,25 @@ class LiveHub:
             for sub in subs:
                 sub.close()
 
+    def drain(self) -> None:
+        """The process is shutting down: every stream ends now (views/live.py then
+        tells its client to reconnect, to another process), and any new one at once.
+        Called once per open connection: the first call does it all."""
+        if self.draining:
+            return
+        self.draining = True
+        for subs in self._subscribers.values():
+            for sub in subs:
+                sub.close()
+
     # Subscribers ------------------------------------------------------------------
 
     def subscribe(self, petition_id: int) -> Subscription:
         if self._subscriber_count >= MAX_SUBSCRIBERS:
             raise TooManySubscribers
         sub = Subscription(petition_id)
+        if self.draining:
+            sub.close()
         self._subscribers.setdefault(petition_id, set()).add(sub)
         self._subscriber_count += 1
         return sub
@@ -250,10 +280,15 @@ class LiveHub:
         async with raw_connection(self.db) as conn:
             rows = await conn.fetch(
                 _EVENTS_SQL
+                # The time of this petition's own event at `after_id` (or the last
+                # before it: a resync's id may be another petition's), so that every
+                # query here names the petition (docs/scaling.md).
                 + """ WHERE e.petition_id = $1
                         AND (e.id > $2 OR e.created_at > (
                              SELECT created_at - interval '5 seconds'
-                               FROM petition_events WHERE id = $2))
+                               FROM petition_events
+                              WHERE petition_id = $1 AND id <= $2
+                              ORDER BY id DESC LIMIT 1))
                       ORDER BY e.id DESC LIMIT $3""",
                 petition_id,
                 after_id,
@@ -307,12 +342,19 @@ class LiveHub:
         rows = []
         if petition_ids:
             async with raw_connection(self.db) as conn:
+                # As replay does, also the few seconds before the last id handed out:
+                # ids are taken before commit, and a transaction that committed just as
+                # the connection broke may hold lower ids than one already sent (those
+                # sent are not sent again: _encode_rows skips them). Apart, so that
+                # they never crowd out the new ones.
+                late = await conn.fetch(_LATE_EVENTS_SQL, petition_ids, self._high_water)
                 rows = await conn.fetch(
                     _EVENTS_SQL + " WHERE e.petition_id = ANY($1::bigint[]) AND e.id > $2 "
                     "ORDER BY e.id LIMIT 5000",
                     petition_ids,
                     self._high_water,
                 )
+                rows = [*reversed(late), *rows]
         await self.counts.reconcile()  # first: events name countries by these counts
         outgoing: Outgoing = {}
         await self._encode_rows(rows, outgoing)
@@ -333,8 +375,19 @@ class LiveHub:
                 await self._process(ranges, dirty)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("could not process live events; the next reconcile repairs counts")
+            except Exception as error:
+                if not database_trouble(error):
+                    log.exception(
+                        "could not process live events; the next reconcile repairs counts"
+                    )
+                    continue
+                # The database is restarting: this pass again in a moment (events already
+                # sent are not sent twice), unless the listener's catch-up does it first.
+                log.warning("could not process live events (%r); trying again", error)
+                self._pending_ranges[:0] = ranges
+                self._dirty |= dirty
+                await asyncio.sleep(PROCESS_RETRY_SECONDS)
+                self._wake.set()
 
     async def _process(self, ranges: list[tuple[int, int, int]], dirty: set[int]) -> None:
         # Counts first: a signature event names a country by the counts that include it.

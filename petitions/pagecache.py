@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .locales import page_variant
+from .read_your_writes import COOKIE as JUST_WROTE
 
 MAX_KEY_LENGTH = 300
 
@@ -94,6 +95,8 @@ def cached_page(handler: Callable[[Request], Awaitable[Response]]):
         key = request.url.path + "?" + request.url.query + "#" + variant
         if request.method != "GET" or len(key) > MAX_KEY_LENGTH:
             return await handler(request)
+        if request.app.state.replicas is not None and JUST_WROTE in request.cookies:
+            return await handler(request)  # a copy from before their change would hide it
         hit = cache.get(key)
         if hit is not None:
             body, media_type, fresh = hit

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from .db import fetch_in_batches
 from .signatories import public_entry
 from .signature import Display, Kind, OrganisationType, counted_sql
 
@@ -64,15 +65,10 @@ async def listed_signatories(
     named = list(named_countries)
     allowed = frozenset(named)
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
-        cursor = await conn.cursor(_LISTED, petition_id, TYPE_ORDER, named)
-        while True:
-            rows = await cursor.fetch(FETCH_ROWS)
-            if not rows:
-                break
+        batches = fetch_in_batches(conn, _LISTED, petition_id, TYPE_ORDER, named, rows=FETCH_ROWS)
+        async for rows in batches:
             batch = []
             for row in rows:
                 entry = public_entry(row, allowed)
                 batch.append((group_of(entry), entry))
             yield batch
-            if len(rows) < FETCH_ROWS:
-                break

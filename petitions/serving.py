@@ -14,22 +14,82 @@ could no longer connect. `GuardedHttpToolsProtocol` adds what nginx calls
 - at most a quarter of `max_connections` connections may be half-way through their
   headers at once: a new one closes the oldest. A browser sends its headers in one
   packet and leaves this state within milliseconds; a slowloris never does.
+
+It also holds what `serve` does around that: the warnings at start when BASE_URL and
+the address served disagree (`address_warnings`), and the start of a graceful
+shutdown, which the protocol passes to the app (`SHUTDOWN_HOOK`) so that event
+streams end with a reconnect hint instead of holding the shutdown up.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from . import in_flight
+from .events import MAX_SUBSCRIBERS
+from .settings import Settings
+
 PROTOCOL = "petitions.serving:GuardedHttpToolsProtocol"
+# The key of the app's lifespan state holding what to call once when a graceful shutdown
+# begins (SIGTERM, Ctrl-C): before uvicorn waits for the open responses to end, so that
+# event streams, which never end by themselves, can say goodbye and end (app.py).
+SHUTDOWN_HOOK = "petitions.begin_shutdown"
+# How long open responses may take to finish once a shutdown begins; then they are cut.
+# Under `docker stop`'s default of 10 s, with time left for the lifespan's own end.
+SHUTDOWN_GRACE_SECONDS = 8
 # Worker processes (and the protocol in this one) read the header timeout from here.
 HEADER_TIMEOUT_VARIABLE = "PETITIONS_HEADER_TIMEOUT"
 # File descriptors kept for the database pool, the listener, logs and the embedded server.
 RESERVED_FILES = 100
+
+
+ALL_INTERFACES = ("0.0.0.0", "::", "")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def address_warnings(settings: Settings, host: str, port: int) -> list[tuple[int, str]]:
+    """What to tell the operator at start about BASE_URL and the address served, as
+    (log level, message): links and emails name BASE_URL, so one that names another
+    port, or a host this server cannot be reached at, sends every signer elsewhere.
+
+    A reverse proxy in front is a legitimate difference (TRUSTED_PROXIES set, or
+    BASE_URL on its scheme's own port, 80 or 443, which an app server seldom listens
+    on itself): then one INFO line says where links point, and nothing is warned."""
+    if not settings.base_url_given:
+        return []  # links name the served address (cli._with_served_address)
+    base = urlsplit(settings.base_url)
+    base_host = (base.hostname or "").lower()
+    base_port = base.port or (443 if base.scheme == "https" else 80)
+    if (settings.trusted_proxies or base.port is None) and base_port != port:
+        return [(logging.INFO, f"links and emails name {settings.base_url} (BASE_URL); "
+                 f"this server listens on {host or '*'}:{port}, behind a proxy")]  # fmt: skip
+    if base_port != port:
+        return [(logging.WARNING,
+                 f"BASE_URL {settings.base_url} names port {base_port} but this server "
+                 f"listens on port {port}: every link and email will point at port "
+                 f"{base_port}. Set BASE_URL to the address visitors use (here "
+                 f"BASE_URL={base.scheme}://{base.netloc.rsplit(':', 1)[0]}:{port}), or put "
+                 "a proxy on that port and set TRUSTED_PROXIES")]  # fmt: skip
+    if settings.trusted_proxies:
+        return []
+    if host in LOOPBACK_HOSTS and base_host not in LOOPBACK_HOSTS:
+        return [(logging.WARNING,
+                 f"this server listens on {host} only, but BASE_URL names {base_host}: "
+                 "other machines following links cannot reach it. Serve with "
+                 "--host 0.0.0.0, or put a proxy in front and set TRUSTED_PROXIES")]  # fmt: skip
+    if host in ALL_INTERFACES and base_host in LOOPBACK_HOSTS:
+        return [(logging.WARNING,
+                 f"serving on all interfaces, but BASE_URL names {base_host}: links and "
+                 "emails point at each reader's own machine, and requests for other host "
+                 "names are refused. Set BASE_URL to the address visitors use")]  # fmt: skip
+    return []
 
 
 @dataclass(frozen=True)
@@ -37,19 +97,22 @@ class ServerLimits:
     max_header_bytes: int = 32 * 1024  # request line and headers; cookies included
     header_timeout: float = 10.0
     keep_alive_timeout: int = 5
-    max_connections: int = 1000  # per process; above it requests get 503
+    max_connections: int = 1000  # per process, event streams apart; above, 503
     backlog: int = 2048
+    stream_connections: int = MAX_SUBSCRIBERS  # per process, on top of max_connections
 
     def uvicorn_options(self) -> dict:
         """uvicorn.run's options; sets the header timeout in the environment, where the
         protocol of this process and of its worker processes reads it."""
         os.environ[HEADER_TIMEOUT_VARIABLE] = str(self.header_timeout)
+        os.environ[in_flight.LIMIT_VARIABLE] = str(self.max_connections)
         return dict(
             http=PROTOCOL,
             # uvicorn hands its config to the protocol: this carries the header limit.
             h11_max_incomplete_event_size=self.max_header_bytes,
             timeout_keep_alive=self.keep_alive_timeout,
-            limit_concurrency=self.max_connections,
+            # Event streams come on top of the other connections (in_flight.py).
+            limit_concurrency=self.max_connections + self.stream_connections,
             backlog=self.backlog,
         )
 
@@ -66,16 +129,15 @@ def raise_file_limit(wanted: int) -> int:
 
 
 def fitting_connections(limits: ServerLimits) -> ServerLimits:
-    """`limits` with max_connections lowered, if need be, to what the open-file limit allows."""
-    files = raise_file_limit(limits.max_connections + RESERVED_FILES)
-    if limits.max_connections + RESERVED_FILES <= files:
+    """`limits` with fewer event streams, then fewer other connections, if need be, to
+    fit the open-file limit."""
+    files = raise_file_limit(limits.max_connections + limits.stream_connections + RESERVED_FILES)
+    room = files - RESERVED_FILES
+    if limits.max_connections + limits.stream_connections <= room:
         return limits
-    return ServerLimits(
-        limits.max_header_bytes,
-        limits.header_timeout,
-        limits.keep_alive_timeout,
-        max(16, files - RESERVED_FILES),
-        limits.backlog,
+    connections = max(16, min(limits.max_connections, room))
+    return replace(
+        limits, max_connections=connections, stream_connections=max(0, room - connections)
     )
 
 
@@ -119,6 +181,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc) -> None:
         self._end_headers()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn asks every open connection to finish, once, as it shuts down."""
+        begin_shutdown = self.app_state.get(SHUTDOWN_HOOK)
+        if begin_shutdown is not None:
+            begin_shutdown()
+        super().shutdown()
 
     # httptools' parser callbacks ------------------------------------------------------
 

@@ -8,12 +8,19 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from platformdirs import user_data_path
 
 SMTP_TLS_MODES = ("none", "starttls", "tls")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")  # logs.py: lines for people, or one JSON object per line
+# DATABASE_POOLER: `none`, PostgreSQL or a session-mode pool; `pgbouncer`, transaction
+# mode without prepared statements (PgBouncer before 1.21, or max_prepared_statements
+# = 0): asyncpg's statement cache is off; `pgbouncer-prepared`, transaction mode with
+# PgBouncer 1.21+'s max_prepared_statements: the cache stays on.
+DATABASE_POOLERS = ("none", "pgbouncer", "pgbouncer-prepared")
 DEFAULT_PUBLIC_MIN_GROUP = 5
 # Retention periods in days (README's settings table and docs/operations.md describe them).
 DEFAULT_RETENTION_UNVERIFIED_DAYS = 14
@@ -28,6 +35,9 @@ DEFAULT_TRENDING_ALERT_PER_HOUR = 200
 DEFAULT_MAIL_PER_MAILBOX_PER_DAY = 3
 DEFAULT_MAIL_RESEND_PER_DAY = 2
 DEFAULT_MAIL_PER_NETWORK_PER_HOUR = 200
+DEFAULT_OUTBOX_LEASE_SECONDS = 120  # well past aiosmtplib's 30 s per SMTP command
+DEFAULT_REPLICA_MAX_LAG = 10  # seconds
+REPLICA_URL_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
 
 
 class SettingsError(ValueError):
@@ -49,6 +59,7 @@ class Settings:
     trusted_proxies: tuple[str, ...]
     sign_limit_per_hour: int
     log_level: str
+    log_format: str = "text"
     # Not a documented setting: whether this process delivers email in the
     # background. `petitions serve --workers N --no-worker` sets PETITIONS_NO_WORKER
     # for its uvicorn worker processes, which read the settings afresh.
@@ -89,6 +100,11 @@ class Settings:
     mail_per_mailbox_per_day: int = DEFAULT_MAIL_PER_MAILBOX_PER_DAY
     mail_resend_per_day: int = DEFAULT_MAIL_RESEND_PER_DAY
     mail_per_network_per_hour: int = DEFAULT_MAIL_PER_NETWORK_PER_HOUR
+    # Read replicas (replicas.py): streaming standbys of DATABASE_URL's database that
+    # answer the public read paths; one skipped while it lags more than REPLICA_MAX_LAG
+    # seconds behind the primary.
+    database_replica_urls: tuple[str, ...] = ()
+    replica_max_lag: int = DEFAULT_REPLICA_MAX_LAG
     # Owners must log in with a second factor (totp.py); an owner without one is
     # sent to set it up after logging in and can do nothing else until then.
     require_totp_for_owners: bool = False
@@ -100,10 +116,25 @@ class Settings:
     # /metrics answers these networks, or anyone with METRICS_TOKEN as a bearer token.
     metrics_networks: tuple[str, ...] = DEFAULT_METRICS_NETWORKS
     metrics_token: str | None = None
+    # How long an outbox worker holds the email it is sending (delivery.py): past it,
+    # a worker that died mid-send is taken for dead and another sends the email.
+    outbox_lease_seconds: int = DEFAULT_OUTBOX_LEASE_SECONDS
+    # A direct (or session-pooled) address of the same database for what needs a
+    # session of its own: LISTEN, migrations, the outbox worker, the CLI commands
+    # (docs/operations.md, "Connection pooler"). None: DATABASE_URL.
+    database_session_url: str | None = None
+    # What DATABASE_URL points at: PostgreSQL itself (or a session-mode pool), or a
+    # transaction-mode PgBouncer, with or without prepared statements (DATABASE_POOLERS).
+    database_pooler: str = "none"
 
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+    @property
+    def session_url(self) -> str | None:
+        """The address for connections that keep session state."""
+        return self.database_session_url or self.database_url
 
     def with_database(self, url: str) -> Settings:
         return replace(self, database_url=url)
@@ -123,6 +154,7 @@ def load_settings(
         return value or None
 
     database_url = get("DATABASE_URL")
+    database_session_url, database_pooler = _session_and_pooler(get, database_url)
     data_dir = Path(get("DATA_DIR") or user_data_path("petitions")).expanduser().absolute()
 
     secret_key = get("SECRET_KEY")
@@ -146,6 +178,9 @@ def load_settings(
     log_level = (get("LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+    log_format = (get("LOG_FORMAT") or "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise SettingsError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}.")
 
     base_url = (get("BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
     if not base_url.startswith(("http://", "https://")):
@@ -153,6 +188,8 @@ def load_settings(
 
     return Settings(
         database_url=database_url,
+        database_session_url=database_session_url,
+        database_pooler=database_pooler,
         data_dir=data_dir,
         secret_key=secret_key,
         base_url=base_url,
@@ -170,11 +207,23 @@ def load_settings(
         ),
         sign_ceiling_per_hour=_sign_ceiling(get),
         log_level=log_level,
+        log_format=log_format,
+        database_replica_urls=_replica_urls(get("DATABASE_REPLICA_URL"), database_url),
+        replica_max_lag=_integer(
+            get("REPLICA_MAX_LAG"), "REPLICA_MAX_LAG", DEFAULT_REPLICA_MAX_LAG, 1, 3600
+        ),
         allowed_hosts=_host_patterns(get("ALLOWED_HOSTS")),
         base_url_given=get("BASE_URL") is not None,
         metrics_networks=_networks(get("METRICS_NETWORKS"), "METRICS_NETWORKS")
         or DEFAULT_METRICS_NETWORKS,
         metrics_token=_metrics_token(get("METRICS_TOKEN")),
+        outbox_lease_seconds=_integer(
+            get("OUTBOX_LEASE_SECONDS"),
+            "OUTBOX_LEASE_SECONDS",
+            DEFAULT_OUTBOX_LEASE_SECONDS,
+            2,
+            3600,
+        ),
         run_outbox_worker=get("PETITIONS_NO_WORKER") is None,
         public_min_group=_integer(
             get("PUBLIC_MIN_GROUP"), "PUBLIC_MIN_GROUP", DEFAULT_PUBLIC_MIN_GROUP, 1, 1000
@@ -231,6 +280,25 @@ def load_settings(
     )
 
 
+def _session_and_pooler(get, database_url: str | None) -> tuple[str | None, str]:
+    """DATABASE_SESSION_URL and DATABASE_POOLER, checked against each other."""
+    session_url = get("DATABASE_SESSION_URL")
+    pooler = (get("DATABASE_POOLER") or "none").lower()
+    if pooler not in DATABASE_POOLERS:
+        raise SettingsError(
+            f"DATABASE_POOLER must be one of {', '.join(DATABASE_POOLERS)}, not {pooler!r}."
+        )
+    if session_url is not None and database_url is None:
+        raise SettingsError("DATABASE_SESSION_URL needs DATABASE_URL (the same database).")
+    if pooler != "none" and session_url is None:
+        raise SettingsError(
+            f"DATABASE_POOLER={pooler} needs DATABASE_SESSION_URL: LISTEN, migrations and "
+            "the outbox worker need a session of their own, which a transaction-mode pooler "
+            "does not keep. Set it to PostgreSQL's own address (or a session-mode pool)."
+        )
+    return session_url, pooler
+
+
 def _yes_no(raw: str | None, name: str) -> bool:
     if raw is None or raw.lower() in ("0", "false", "no", "off"):
         return False
@@ -279,6 +347,29 @@ def _metrics_token(raw: str | None) -> str | None:
     if raw is not None and len(raw) < 24:
         raise SettingsError("METRICS_TOKEN must be at least 24 characters long.")
     return raw
+
+
+def _replica_urls(raw: str | None, database_url: str | None) -> tuple[str, ...]:
+    """DATABASE_REPLICA_URL: comma-separated postgresql:// URLs. A bad one is named by
+    its place in the list, never quoted: it may hold a password."""
+    urls = tuple(u.strip() for u in (raw or "").split(",") if u.strip())
+    if urls and database_url is None:
+        raise SettingsError(
+            "DATABASE_REPLICA_URL needs DATABASE_URL: replicas follow a primary you run, "
+            "not the embedded server."
+        )
+    for place, url in enumerate(urls, 1):
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in REPLICA_URL_SCHEMES or not parts.path.strip("/"):
+            raise SettingsError(
+                f"DATABASE_REPLICA_URL: entry {place} is not a postgresql://user:password@"
+                "host:port/database URL (several are separated by commas)."
+            )
+    return urls
 
 
 SIGN_CEILING_FACTOR = 20

@@ -32,6 +32,7 @@ from collections import Counter
 import asyncpg
 
 from . import sign_limits
+from .db_errors import database_trouble
 from .petitions import TAKES_SIGNATURES_SQL
 from .screening import MATCHES_RULE, email_domain, hold_reason, network_address
 from .signature import INITIAL_STATUS, SIGNER_COLUMNS, Kind
@@ -43,18 +44,10 @@ class Mispredicted(Exception):
 
 
 def lost_connection(error: BaseException) -> bool:
-    """The database is out of reach: every caller of the batch hears so (503); any other
-    error, one request's own, has the batch retried one request at a time."""
-    return isinstance(
-        error,
-        asyncpg.PostgresConnectionError
-        | asyncpg.exceptions.OperatorInterventionError
-        | asyncpg.exceptions.InsufficientResourcesError
-        | asyncpg.InterfaceError
-        | asyncpg.exceptions.InternalClientError
-        | OSError
-        | TimeoutError,
-    )
+    """The database is out of reach or cannot save (db_errors.py): every caller of the
+    batch hears so (503); any other error, one request's own, has the batch retried one
+    request at a time."""
+    return database_trouble(error)
 
 
 _LOOKUPS = f"""

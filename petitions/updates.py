@@ -21,7 +21,7 @@ from email.utils import make_msgid
 from databases import Database
 
 from . import audit, i18n, transparency
-from .db import raw_connection
+from .db import fetch_in_batches, raw_connection
 from .fields import FieldReader
 from .keys import derive_key
 from .log_display import current_head
@@ -192,8 +192,7 @@ async def send_update(
             petition.id, draft.subject, draft.body, admin_id,
         )  # fmt: skip
         queued = 0
-        cursor = await conn.cursor(_RECIPIENTS, petition.id)
-        while batch := await cursor.fetch(BATCH):
+        async for batch in fetch_in_batches(conn, _RECIPIENTS, petition.id, rows=BATCH):
             for language in {row["language"] for row in batch} - templates.keys():
                 await render_for(conn, language)
             ids, sealed, message_ids = await asyncio.to_thread(seal, batch)

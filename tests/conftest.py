@@ -15,6 +15,7 @@ import inspect
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import uuid
@@ -46,8 +47,11 @@ def pg_server_url():
         return
     data_dir = Path(tempfile.mkdtemp(prefix="petitions-test-"))
     server = start_embedded_server(data_dir)
-    yield server.get_uri()
-    server.cleanup()
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def _admin_execute(server_url: str, sql: str) -> None:

@@ -30,21 +30,27 @@ def serve(
         **environ,
     }
     env.pop("PETITIONS_HEADER_TIMEOUT", None)
+    return start_serving(port, env, tmp_path, *options), base
+
+
+def start_serving(port: int, env: dict, cwd: Path, *options: str) -> subprocess.Popen:
+    """`petitions serve --no-worker` on loopback `port` with `env`, once it answers /healthz."""
     process = subprocess.Popen(
         [sys.executable, "-m", "petitions.cli", "serve", "--port", str(port), "--no-worker",
          *options],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"serve exited: {process.stderr.read()}")
         try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return process, base
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()
+    process.wait()
     raise AssertionError("serve did not answer /healthz")
 
 

@@ -311,3 +311,29 @@ async def test_only_mail_that_becomes_due_notifies(conn, db_url):
         assert await notifications_from("UPDATE outbox SET status = 'sent'") == 0
     finally:
         await listener.close()
+
+
+async def test_a_claim_given_back_wakes_the_workers(conn, db_url, settings):
+    """Claiming wakes nobody; giving a claim back (a worker stopping) makes the email
+    due again, and wakes the workers of every process to send it."""
+    from petitions.delivery import _CLAIM, release_claims
+
+    received: list[str] = []
+    listener = await asyncpg.connect(asyncpg_dsn(db_url))
+    await listener.add_listener(CHANNEL, lambda *args: received.append(args[-1]))
+    await queue(conn, 2)
+    try:
+        await wait_until(lambda: len(received) == 1)  # the queueing
+        received.clear()
+        claimed = await conn.fetchrow(_CLAIM, "worker-a", 60.0, [])
+        assert await conn.fetchrow(_CLAIM, "worker-b", 60.0, []) != claimed  # the other row
+        await conn.execute("SELECT pg_notify($1, 'marker')", CHANNEL)
+        await wait_until(lambda: "marker" in received)
+        assert received == ["marker"]
+        async with connected(db_url) as db:
+            assert await release_claims(db, "worker-a") == 1
+        await wait_until(lambda: len(received) == 2)
+        unclaimed = await conn.fetch("SELECT id FROM outbox WHERE claimed_by IS NULL")
+        assert [r["id"] for r in unclaimed] == [claimed["id"]]
+    finally:
+        await listener.close()

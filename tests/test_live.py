@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -154,7 +155,9 @@ async def test_a_thousand_parallel_verifications_leave_the_counter_exact(app, cl
 @pytest.fixture
 async def private_server(tmp_path):
     """A PostgreSQL of this test's own, which it may restart; migrated, with a petition."""
-    server = start_embedded_server(Path(tempfile.mkdtemp(prefix="petitions-restart-")))
+    # A short path of its own: the server's socket lives in it (socket paths are short).
+    pgdata = Path(tempfile.mkdtemp(prefix="petitions-restart-"))
+    server = start_embedded_server(pgdata)
     try:
         await ensure_database(server.get_uri(), "petitions")
         url = with_database_name(server.get_uri(), "petitions")
@@ -168,6 +171,7 @@ async def private_server(tmp_path):
         yield server, url, settings
     finally:
         server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.mark.slow  # starts and restarts a PostgreSQL of its own

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from served import serve, stop
 
-from conftest import SECRET, wait_until
+from conftest import SECRET, make_petition, wait_until
 
 SLOWLORIS = Path(__file__).with_name("slowloris.py")
 ATTACKERS = 2000
@@ -175,3 +175,57 @@ def test_serve_refuses_limits_out_of_range(db_url, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "--header-timeout must be between" in result.stderr
+
+
+async def _open_requests(port: int, requests: list[bytes]) -> list[tuple]:
+    writers = []
+    for request in requests:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        await writer.drain()
+        writers.append((reader, writer))
+    return writers
+
+
+async def _status(base: str, path: str) -> tuple[int, str | None]:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        response = await client.get(path, headers={"Connection": "close"})
+        return response.status_code, response.headers.get("retry-after")
+
+
+@pytest.mark.slow  # a server process and a few dozen connections
+async def test_event_streams_do_not_crowd_out_pages(db_url, conn, tmp_path):
+    """Open petition pages keep an event stream each: they do not count against
+    --max-connections, which still bounds every other request in flight."""
+    await make_petition(conn)
+    process, base = serve(db_url, tmp_path, "--max-connections", "16")
+    port = int(_port(base))
+    host = f"Host: 127.0.0.1:{port}".encode()
+    try:
+        streams = await _open_requests(
+            port, [b"GET /p/release-them/events HTTP/1.1\r\n" + host + b"\r\n\r\n"] * 40
+        )
+        for reader, _writer in streams:  # each stream is open: its headers came
+            assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 200")
+        assert await _status(base, "/p/release-them") == (200, None)
+
+        # 16 sign POSTs whose bodies never finish hold all the room for requests.
+        post = (
+            b"POST /p/release-them/sign HTTP/1.1\r\n" + host + b"\r\nOrigin: " + base.encode()
+            + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            + b"Content-Length: 1000\r\n\r\nname=Slow"
+        )  # fmt: skip
+        stalled = await _open_requests(port, [post] * 16)
+        await asyncio.sleep(0.5)
+        assert await _status(base, "/p/release-them") == (503, "5")
+        for _reader, writer in stalled:
+            writer.close()
+        for _ in range(100):  # the server notices the closed connections
+            if await _status(base, "/p/release-them") == (200, None):
+                break
+            await asyncio.sleep(0.1)
+        assert await _status(base, "/p/release-them") == (200, None)
+        for _reader, writer in streams:
+            writer.close()
+    finally:
+        stop(process)

@@ -200,3 +200,21 @@ def test_a_damaged_stored_secret_is_refused(tmp_path):
     os.chmod(tmp_path / "secret_key", 0o600)
     with pytest.raises(SettingsError, match="damaged"):
         load(tmp_path)
+
+
+def test_the_session_address_and_the_pooler(tmp_path):
+    plain = load(tmp_path, DATABASE_URL=EXTERNAL, SECRET_KEY=KEY)
+    assert plain.database_pooler == "none" and plain.session_url == EXTERNAL
+    direct = "postgresql://user:password@db.example:5432/petitions"
+    pooled = load(
+        tmp_path, SECRET_KEY=KEY, DATABASE_URL="postgresql://user:password@pooler:6432/petitions",
+        DATABASE_SESSION_URL=direct, DATABASE_POOLER="PgBouncer",
+    )  # fmt: skip
+    assert pooled.database_pooler == "pgbouncer" and pooled.session_url == direct
+    # A transaction pooler without a session address would lose LISTEN and the locks.
+    with pytest.raises(SettingsError, match="needs DATABASE_SESSION_URL"):
+        load(tmp_path, DATABASE_URL=EXTERNAL, SECRET_KEY=KEY, DATABASE_POOLER="pgbouncer")
+    with pytest.raises(SettingsError, match="DATABASE_POOLER must be one of"):
+        load(tmp_path, DATABASE_URL=EXTERNAL, SECRET_KEY=KEY, DATABASE_POOLER="pgpool")
+    with pytest.raises(SettingsError, match="needs DATABASE_URL"):
+        load(tmp_path, DATABASE_SESSION_URL=EXTERNAL)

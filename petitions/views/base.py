@@ -3,6 +3,10 @@ reading a posted form, and the same-origin check. Views import this, never each 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from databases import Database
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,12 +19,15 @@ from ..i18n import _
 from ..locales import choose_language, likely_text_language, use_choice
 from ..log_display import current_head
 from ..petitions import Counts, Petition, get_counts, get_petition, statement_history
+from ..read_your_writes import written_position
 from ..signatories import list_signatories
 
 # Answers any site may read (counters, embeds, the transparency log).
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
 MAX_FORM_FIELDS = 40
 MAX_FIELD_BYTES = 8 * 1024
+READ_REPLICA = "read_replica"  # in the request's state: the replica it reads from
+T = TypeVar("T")
 
 
 def render(request: Request, template: str, context: dict, status_code: int = 200) -> Response:
@@ -91,6 +98,22 @@ async def live_counts(request: Request, petition_id: int) -> Counts:
     return snapshot.counts if snapshot else await get_counts(request.app.state.db, petition_id)
 
 
+async def public_read(request: Request, read: Callable[[Database], Awaitable[T]]) -> T:
+    """`read(db)`, a plain read for a public page, on a read replica when one may
+    answer (replicas.py), else on the primary. Only for a GET (a form shown again after
+    a POST reads the primary); one replica for the whole request; a visitor who just
+    changed something reads a replica that has the change, or the primary
+    (read_your_writes.py)."""
+    replicas = request.app.state.replicas
+    if replicas is None or request.method not in ("GET", "HEAD"):
+        return await read(request.app.state.db)
+    state = request.scope.setdefault("state", {})
+    if READ_REPLICA not in state:
+        state[READ_REPLICA] = replicas.choose(written_position(request))
+    result, state[READ_REPLICA] = await replicas.read(state[READ_REPLICA], read)
+    return result
+
+
 def disclosed(request: Request, counts: Counts) -> PublicBreakdown:
     """What the public may see of these counts by country (PUBLIC_MIN_GROUP applied):
     every public page, list and filter names countries through this."""
@@ -125,13 +148,15 @@ async def render_petition_form(
 ) -> Response:
     """The petition page (or its embed); after a bad submission, with what was typed
     and a message per field."""
-    db = request.app.state.db
     full_page = template == "petition.html"
     counts = await live_counts(request, petition.id)
     breakdown = disclosed(request, counts)
     latest = []
     if full_page:
-        latest, _ = await list_signatories(db, petition.id, limit=10, countries=breakdown.named)
+        latest, _ = await public_read(
+            request,
+            lambda db: list_signatories(db, petition.id, limit=10, countries=breakdown.named),
+        )
     context = {
         "petition": petition,
         "counts": counts,
@@ -143,7 +168,9 @@ async def render_petition_form(
         **extra,
     }
     if full_page and petition.version > 1:
-        context["versions"] = await statement_history(db, petition.id)
+        context["versions"] = await public_read(
+            request, lambda db: statement_history(db, petition.id)
+        )
     if full_page:  # "How to check this count": the latest checkpoint of the public log
-        context["log_head"] = await current_head(db, petition.id)
+        context["log_head"] = await public_read(request, lambda db: current_head(db, petition.id))
     return render(request, template, context, status_code)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..counters import CountSnapshot
+from ..db_errors import DATABASE_CANNOT_SAVE, DATABASE_UNAVAILABLE
 from ..event_stream import EventStreamResponse
 from ..events import BEHIND, TooManySubscribers
 from ..i18n import DEFAULT_LANGUAGE, _, interface_language
@@ -27,7 +28,14 @@ KEEPALIVE = b": keep-alive\n\n"
 # dispatches nothing. It then resyncs as any reconnecting client does: the replay
 # (which also covers the few seconds before that id), then the count.
 RESYNC_RETRY_MS = (1000, 5000)
+# A process that shuts down ends its streams and asks clients to come back after
+# half a second to three (spread, so its clients do not all return at once).
+SHUTDOWN_RETRY_MS = (500, 3000)
+# A client that opens its stream while the database cannot be read (it is restarting)
+# is told to come back after a few seconds.
+DATABASE_RETRY_MS = (2000, 6000)
 BUSY_RETRY_AFTER = "30"  # seconds, when the process has MAX_SUBSCRIBERS clients
+DATABASE_TROUBLE = DATABASE_UNAVAILABLE + DATABASE_CANNOT_SAVE
 STREAM_HEADERS = {**CORS, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -94,10 +102,14 @@ async def events(request: Request) -> Response:
         nonlocal given_through
         try:
             opening = [STREAM_RETRY]
-            if last_id is not None:
-                replayed = await live.replay(snapshot.petition.id, int(last_id))
-                opening += [event.encode().encode() for event in replayed]
-            current = await live.counts.by_id(snapshot.petition.id)
+            try:
+                if last_id is not None:
+                    replayed = await live.replay(snapshot.petition.id, int(last_id))
+                    opening += [event.encode().encode() for event in replayed]
+                current = await live.counts.by_id(snapshot.petition.id)
+            except DATABASE_TROUBLE:  # the headers are sent: no 503 now; come back later
+                yield database_notice(last_id)
+                return
             opening.append(live.count_event(current or snapshot))
             yield b"".join(opening)
             while True:
@@ -110,11 +122,28 @@ async def events(request: Request) -> Response:
                     yield resync_notice(given_through)
                     return
                 else:  # closed: the client left, or the process is stopping
+                    if live.draining:
+                        yield shutdown_notice(given_through)
                     return
         finally:
             live.unsubscribe(sub)
 
     return EventStreamResponse(stream(), on_gone=sub.close, headers=STREAM_HEADERS)
+
+
+def shutdown_notice(given_through: int) -> bytes:
+    """The end of every stream of a process that is shutting down: reconnect soon (to
+    another process, or this one restarted), resuming after the last event id sent."""
+    retry = random.randint(*SHUTDOWN_RETRY_MS)
+    return b"id: %d\nretry: %d\n: server restarting, reconnect\n\n" % (given_through, retry)
+
+
+def database_notice(last_id: str | None) -> bytes:
+    """The whole stream of a client that came while the database could not be read: it
+    reconnects in a few seconds, still resuming after the id it came with."""
+    retry = random.randint(*DATABASE_RETRY_MS)
+    resume = b"id: %s\n" % last_id.encode() if last_id is not None else b""
+    return resume + b"retry: %d\n: database unavailable, reconnect\n\n" % retry
 
 
 def resync_notice(given_through: int) -> bytes:

@@ -14,17 +14,23 @@ from ..paths import STATIC_DIR
 from ..petitions import list_public_petitions
 from ..sharing import valid_ref
 from ..signatories import MAX_PAGE_SIZE, Cursor, ListFilter, ListTooSlow, list_signatories
-from .base import disclosed, live_counts, load_petition, render, render_petition_form
+from .base import (
+    disclosed,
+    live_counts,
+    load_petition,
+    public_read,
+    render,
+    render_petition_form,
+)
 
 PAGE_SIZE = 50
 
 
 async def home(request: Request) -> Response:
-    db = request.app.state.db
     # Each petition's text in the language asked for (a statement may have languages
     # the interface lacks), else in the interface's language, else its own default.
     wanted = normalise_tag(request.query_params.get("lang")) or current_language()
-    petitions = await list_public_petitions(db, wanted)
+    petitions = await public_read(request, lambda db: list_public_petitions(db, wanted))
     counts = {p.id: await live_counts(request, p.id) for p in petitions}
     return render(request, "index.html", {"petitions": petitions, "counts": counts})
 
@@ -61,9 +67,14 @@ def _next_url(request: Request, petition_id: int, cursor: Cursor | None) -> str 
     return str(request.url.include_query_params(after=after))
 
 
-async def _list(db, petition_id, filters, after, limit, countries):
+async def _list(request, petition_id, filters, after, limit, countries):
+    """One page of the list, from a read replica when one may answer (base.public_read)."""
+
+    def read(db):
+        return list_signatories(db, petition_id, filters, after, limit, countries)
+
     try:
-        return await list_signatories(db, petition_id, filters, after, limit, countries)
+        return await public_read(request, read)
     except ListTooSlow:
         raise HTTPException(
             503, _("That search matches too many signatures to list now. Add another word.")
@@ -73,10 +84,9 @@ async def _list(db, petition_id, filters, after, limit, countries):
 async def signatures_page(request: Request) -> Response:
     petition = await load_petition(request)
     filters, after, limit = _list_request(request, petition.id)
-    db = request.app.state.db
     counts = await live_counts(request, petition.id)
     breakdown = disclosed(request, counts)
-    entries, next_cursor = await _list(db, petition.id, filters, after, limit, breakdown.named)
+    entries, next_cursor = await _list(request, petition.id, filters, after, limit, breakdown.named)
     return render(
         request,
         "signatures.html",
@@ -96,9 +106,7 @@ async def signatures_json(request: Request) -> Response:
     petition = await load_petition(request)
     filters, after, limit = _list_request(request, petition.id)
     breakdown = disclosed(request, await live_counts(request, petition.id))
-    entries, next_cursor = await _list(
-        request.app.state.db, petition.id, filters, after, limit, breakdown.named
-    )
+    entries, next_cursor = await _list(request, petition.id, filters, after, limit, breakdown.named)
     return JSONResponse(
         {"signatures": entries, "next": _next_url(request, petition.id, next_cursor)},
         headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=5"},
