@@ -9,6 +9,7 @@ and reconciles everything with the database periodically.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,6 +73,13 @@ class CountCache:
         self.db = db
         self._by_id: dict[int, CountSnapshot] = {}
         self._slugs: dict[str, int] = {}
+        # Reads of the tallies are numbered as they start; each snapshot keeps the number
+        # of the read it came from. Two refreshes may overlap (the listener's catch-up
+        # after a reconnect beside a pass of events): a read that started later saw every
+        # commit the earlier one saw, so the earlier one's answer, if it comes back last,
+        # is dropped rather than put back over a newer count.
+        self._reads = itertools.count()
+        self._read_of: dict[int, int] = {}
 
     def cached(self, slug: str) -> CountSnapshot | None:
         """The snapshot of `slug` if this process holds it (no database, no await)."""
@@ -116,10 +124,17 @@ class CountCache:
         ids = [pid for pid in petition_ids if pid in known]
         if not ids:
             return
+        read = next(self._reads)
         counts = await get_counts_for(self.db, ids)
         for pid in ids:
-            summary = (summaries or {}).get(pid) or self._by_id[pid].petition
+            if self._read_of.get(pid, -1) > read:
+                continue  # a read that started after this one has stored its count
+            known = self._by_id.get(pid)
+            summary = (summaries or {}).get(pid) or (known.petition if known else None)
+            if summary is None:
+                continue  # forgotten meanwhile: loaded afresh when next asked
             self._by_id[pid] = CountSnapshot(summary, counts[pid])
+            self._read_of[pid] = read
             self._slugs[summary.slug] = pid
 
     async def reconcile(self) -> None:

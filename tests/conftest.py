@@ -12,6 +12,7 @@ import email
 import email.message
 import email.policy
 import inspect
+import logging
 import os
 import re
 import secrets
@@ -38,6 +39,19 @@ from petitions.petitions import StatementText, create_petition
 from petitions.settings import load_settings
 
 SECRET = "test-secret-key-" + "x" * 32
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """A command run in-process (`cli.main`) sets up the process's logging for good;
+    later tests get the logging they started with."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if handler.get_name() == "petitions":  # logs.configure_logging's
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

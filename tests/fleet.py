@@ -71,9 +71,13 @@ def verify_path(message) -> str:
 
 
 async def confirmations(mail_server, count: int) -> list[str]:
-    """Wait for `count` emails and return their confirmation links' paths."""
-    await wait_until(lambda: len(mail_server.messages) >= count, 30, what=f"{count} emails")
-    return [verify_path(m) for m in mail_server.messages if "/verify/" in str(m)]
+    """Wait for `count` confirmation emails (receipts come too) and return their links' paths."""
+
+    def links() -> list[str]:
+        return [verify_path(m) for m in mail_server.messages if "/verify/" in str(m)]
+
+    await wait_until(lambda: len(links()) >= count, 30, what=f"{count} confirmation emails")
+    return links()
 
 
 async def count_of(http: httpx.AsyncClient) -> int:

@@ -3,12 +3,15 @@ the cheaper middleware keeps every page's security headers and language."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import httpx
 
 from conftest import add_signature, count_is, make_petition
+from petitions import counters
 from petitions.app import create_app
+from petitions.counters import CountCache
 from public_pages import make_public_pages
 
 COUNT = "/p/release-them/count.json"
@@ -157,3 +160,30 @@ async def test_count_json_from_memory_carries_hsts_under_https(settings, conn):
             assert was_served_from_memory(https_app)
             assert answer(first) == answer(second)
             assert second.headers["strict-transport-security"] == "max-age=31536000"
+
+
+async def test_an_older_read_of_the_counts_never_replaces_a_newer_one(app, conn, monkeypatch):
+    """After the database comes back, the listener's catch-up and a pass of events both
+    re-read the counts at once; the read that answers last must not be the stale one."""
+    await make_petition(conn)
+    counts = CountCache(app.state.db)
+    assert (await counts.by_id(1)).counts.total == 0
+    await add_signature(conn, 1)
+    first_read_done, let_it_answer = asyncio.Event(), asyncio.Event()
+    real = counters.get_counts_for
+
+    async def first_read_answers_late(db, ids):
+        result = await real(db, ids)
+        if not first_read_done.is_set():
+            first_read_done.set()
+            await let_it_answer.wait()
+        return result
+
+    monkeypatch.setattr(counters, "get_counts_for", first_read_answers_late)
+    older = asyncio.create_task(counts.reconcile())  # reads 1, answers last
+    await first_read_done.wait()
+    await add_signature(conn, 1)
+    await counts.refresh([1])  # reads 2
+    let_it_answer.set()
+    await older
+    assert (await counts.by_id(1)).counts.total == 2
