@@ -168,10 +168,7 @@ def sign_figure(plan: Plan, cluster: Cluster) -> Figure:
                            "--dsn", cluster.dsn(SMALL), "--concurrency", "16",
                            "--duration", str(plan.duration)], figure))  # fmt: skip
     non303 = int(ours.lines.get("non303", -1))
-    figure.ratio = _ratio(ours.requests_per_second, raw["per_second"])
-    figure.app = f"{ours.requests_per_second:,.0f} POST/s"
-    figure.baseline = f"{raw['per_second']:,.0f} transactions/s"
-    figure.value = f"{figure.ratio} ({ours.requests_per_second:,.0f} vs {raw['per_second']:,.0f}/s; non-303 answers: {non303})"
+    _against_raw(figure, ours, raw, "POST/s", "transactions/s", f"non-303 answers: {non303}")
     limits = (
         "sign limits on, each POST from its own /24 (X-Forwarded-For, TRUSTED_PROXIES=127.0.0.1) "
         "and its own email domain: the limits run, hold nothing"
@@ -188,6 +185,16 @@ def sign_figure(plan: Plan, cluster: Cluster) -> Figure:
         "a fresh email for each",
     ]
     return figure
+
+
+def _against_raw(figure: Figure, ours, raw: dict, unit: str, raw_unit: str, odd: str) -> None:
+    """The figure's ratio and values: the app's requests/s against the raw baseline's."""
+    figure.ratio = _ratio(ours.requests_per_second, raw["per_second"])
+    figure.app = f"{ours.requests_per_second:,.0f} {unit}"
+    figure.baseline = f"{raw['per_second']:,.0f} {raw_unit}"
+    figure.value = (
+        f"{figure.ratio} ({ours.requests_per_second:,.0f} vs {raw['per_second']:,.0f}/s; {odd})"
+    )
 
 
 def _with_env(settings: dict[str, str], command: list[str]) -> str:
@@ -214,10 +221,7 @@ def confirm_figure(plan: Plan, cluster: Cluster, ids: list[uuid.UUID]) -> Figure
                            "--concurrency", str(plan.connections),
                            "--duration", str(plan.duration)], figure))  # fmt: skip
     non200 = int(ours.lines.get("non200", -1))
-    figure.ratio = _ratio(ours.requests_per_second, raw["per_second"])
-    figure.app = f"{ours.requests_per_second:,.0f} confirmations/s"
-    figure.baseline = f"{raw['per_second']:,.0f} UPDATEs/s"
-    figure.value = f"{figure.ratio} ({ours.requests_per_second:,.0f} vs {raw['per_second']:,.0f}/s; non-200 answers: {non200})"
+    _against_raw(figure, ours, raw, "confirmations/s", "UPDATEs/s", f"non-200 answers: {non200}")
     figure.details = [
         _wrk_line("confirmation links", ours) + f"; answers other than 200: {non200}; "
         f"{len(http_ids):,} links"

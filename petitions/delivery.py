@@ -155,10 +155,10 @@ async def deliver_due(
     tried: list[int] = []  # a row retried soon is left for the next pass
     smtp: aiosmtplib.SMTP | None = None
     unreachable: str | None = None  # why the SMTP server could not be reached
+    lease = float(settings.outbox_lease_seconds)
     async with raw_connection(db) as conn:
         try:
             while len(tried) < batch_size and not (stop is not None and stop.is_set()):
-                lease = float(settings.outbox_lease_seconds)
                 row = await conn.fetchrow(_CLAIM, worker, lease, tried)
                 if row is None:
                     break
