@@ -35,6 +35,7 @@ from databases import Database
 
 from .crypto import cipher_for
 from .db import asyncpg_dsn, listen_forever, raw_connection, wait_for_any
+from .export_refresh import refresh_periodically as refresh_export_blocks
 from .logs import mask_emails
 from .mail import Mailer, open_outbox
 from .metrics import count_delivery_failure
@@ -333,7 +334,8 @@ async def run_outbox_worker(
 
     Beside delivering, it applies the retention periods (retention.py) at start
     and then every `retention_every` seconds, in a task of its own so a long pass
-    never delays mail; of all the processes' workers, one at a time does it.
+    never delays mail; of all the processes' workers, one at a time does it. The
+    same way it makes the export's sealed blocks (export_refresh.py).
     """
     if settings.database_url is None:
         raise ValueError("the outbox worker needs a database URL")
@@ -341,7 +343,7 @@ async def run_outbox_worker(
     listener = asyncio.create_task(
         _listen_for_mail(settings.database_url, wakeup), name="outbox-listener"
     )
-    retention = trending = None
+    retention = trending = export_blocks = None
     # The transparency logs are sequenced and signed beside delivery (transparency.py).
     sequencer = asyncio.create_task(run_sequencer(db, settings, stop), name="log-sequencer")
     if retention_every is not None:
@@ -350,6 +352,9 @@ async def run_outbox_worker(
         )
         trending = asyncio.create_task(
             _trending_alerts_periodically(db, settings, stop), name="trending-alerts"
+        )
+        export_blocks = asyncio.create_task(
+            refresh_export_blocks(db, settings, stop), name="export-blocks"
         )
     worker = worker_name()
     try:
@@ -363,7 +368,7 @@ async def run_outbox_worker(
                 log.exception("outbox delivery failed; trying again shortly")
             await wait_for_any(wakeup, stop, at_most=poll_seconds)
     finally:
-        for task in (listener, sequencer, retention, trending):
+        for task in (listener, sequencer, retention, trending, export_blocks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

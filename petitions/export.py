@@ -17,6 +17,7 @@ return as a formula ("CSV injection"). Every text cell that does gets a leading
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ from typing import TextIO
 import asyncpg
 from databases import Database
 
+from . import export_blocks
 from .crypto import ENCRYPTED_FIELDS, Cipher, signature_context
 from .db import asyncpg_dsn
 from .fields import FieldReader
@@ -94,6 +96,11 @@ NEUTRALISED = frozenset(
 )
 
 HEADER = [name for name, _ in COLUMNS]
+# Sealed blocks of finished lines (export_blocks.py) are bound to this: a version
+# that writes other columns, or the same ones differently, never uses another's.
+# Raise LINE_FORMAT with any change to how a line is written.
+LINE_FORMAT = 1
+LAYOUT = hashlib.sha256(f"{LINE_FORMAT}:{','.join(HEADER)}".encode()).hexdigest()[:16]
 
 
 def _runs() -> list[tuple[str, ...] | str]:
@@ -124,6 +131,8 @@ _FROM_WHERE = """
    AND ($3::text IS NULL OR s.kind = $3)
    AND ($4::text IS NULL OR s.country = $4)
    AND ($5::timestamptz IS NULL OR coalesce(s.verified_at, s.created_at) >= $5)
+   AND ($6::bigint IS NULL OR s.id >= $6)
+   AND ($7::bigint IS NULL OR s.id <= $7)
 """
 
 
@@ -150,8 +159,12 @@ class ExportFilter:
         read.check()
         return cls(None if status == "all" else status, kind, country, since)
 
-    def arguments(self, petition_id: int) -> tuple:
-        return (petition_id, self.status, self.kind, self.country, self.since)
+    def arguments(
+        self, petition_id: int, first_id: int | None = None, last_id: int | None = None
+    ) -> tuple:
+        """The values of _FROM_WHERE's parameters; first_id and last_id bound the
+        signatures' ids (a run of the export, export_blocks.py)."""
+        return (petition_id, self.status, self.kind, self.country, self.since, first_id, last_id)
 
 
 def parse_bom(raw: object) -> bool:
@@ -274,29 +287,30 @@ def csv_lines(cipher: Cipher, copied: str) -> str:
     return "\n".join(lines)
 
 
-async def copy_csv(
+async def copy_lines(
     conn: asyncpg.Connection,
     petition_id: int,
     filters: ExportFilter,
     write: Callable[[bytes], Awaitable[object]],
     *,
     cipher: Cipher,
+    first_id: int | None = None,
+    last_id: int | None = None,
 ) -> None:
-    """Write the CSV (header first) to `write`, a chunk per CHUNK_BYTES or so of COPY's
-    output (one statement, a consistent snapshot; COPY waits while `write` does)."""
-    header = (",".join(HEADER) + "\n").encode()
+    """Write the CSV lines (no header) of the signatures `filters` selects, with ids
+    from first_id to last_id when given, to `write`, a chunk per CHUNK_BYTES or so of
+    COPY's output (one statement; COPY waits while `write` does)."""
     pieces: list[bytes] = []  # COPY's output not written yet; the last line may be partial
     waiting = 0
 
     async def flush() -> None:
-        nonlocal header, waiting
+        nonlocal waiting
         data = b"".join(pieces)
         end = data.rfind(b"\n") + 1
         pieces[:] = [data[end:]]
         waiting = len(pieces[0])
         if end:
-            await write(header + csv_lines(cipher, data[:end].decode()).encode())
-            header = b""
+            await write(csv_lines(cipher, data[:end].decode()).encode())
 
     async def take(piece: bytes) -> None:
         nonlocal waiting
@@ -305,13 +319,58 @@ async def copy_csv(
         if waiting >= CHUNK_BYTES:
             await flush()
 
-    async with conn.transaction(readonly=True):
-        await conn.copy_from_query(
-            _EXPORT, *filters.arguments(petition_id), output=take, null=_NO_VALUE
-        )
+    await conn.copy_from_query(
+        _EXPORT, *filters.arguments(petition_id, first_id, last_id), output=take, null=_NO_VALUE
+    )
     await flush()
+
+
+async def copy_csv(
+    conn: asyncpg.Connection,
+    petition_id: int,
+    filters: ExportFilter,
+    write: Callable[[bytes], Awaitable[object]],
+    *,
+    cipher: Cipher,
+) -> None:
+    """Write the CSV (header first) to `write`, in chunks, from one consistent
+    snapshot. Every confirmed signature with no other filter (the usual export)
+    comes from the petition's sealed blocks of finished lines where they match the
+    rows (export_blocks.py), and from the table elsewhere; the bytes are the same."""
+    header = (",".join(HEADER) + "\n").encode()
+
+    async def write_after_header(chunk: bytes) -> None:
+        nonlocal header
+        if chunk:  # the header goes with the first lines, so a failure before them is
+            await write(header + chunk)  # still an error page, not a cut file
+            header = b""
+
+    unusable: list[int] = []
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        plan = None
+        if filters == ExportFilter():
+            plan = await export_blocks.plan(conn, petition_id)
+        if plan is None:
+            await copy_lines(conn, petition_id, filters, write_after_header, cipher=cipher)
+        else:
+            unusable += plan.unusable
+            for piece in plan.pieces:
+                lines = None
+                if piece.block is not None:
+                    lines = await export_blocks.open_block(conn, cipher, petition_id, piece.block)
+                    if lines is None:
+                        unusable.append(piece.first_id)
+                if lines is None:
+                    await copy_lines(
+                        conn, petition_id, filters, write_after_header, cipher=cipher,
+                        first_id=piece.first_id, last_id=piece.last_id,
+                    )  # fmt: skip
+                else:
+                    await write_after_header(lines)
     if header:  # no rows
         await write(header)
+    if unusable:  # out of date without being emptied, or sealed under a key now gone
+        await export_blocks.empty(conn, petition_id, unusable)
 
 
 async def count_rows(conn: asyncpg.Connection, petition_id: int, filters: ExportFilter) -> int:
