@@ -148,6 +148,30 @@ async def pending_public_ids(cluster: Cluster, database: str) -> list[uuid.UUID]
     return ids
 
 
+async def export_blocks(cluster: Cluster, database: str, drop: bool = False) -> dict[str, int]:
+    """The demo petition's export blocks (petitions/export_blocks.py): how many are
+    ready and emptied, the confirmed signatures they hold and all its confirmed
+    signatures. With `drop`, delete them first (an export as after a bulk load,
+    before the worker made any)."""
+    conn = await asyncpg.connect(cluster.dsn(database))
+    try:
+        petition_id = await conn.fetchval("SELECT id FROM petitions WHERE slug = $1", SLUG)
+        if drop:
+            await conn.execute("DELETE FROM export_blocks WHERE petition_id = $1", petition_id)
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE sealed IS NOT NULL) AS ready,"
+            "       count(*) FILTER (WHERE sealed IS NULL) AS emptied,"
+            "       coalesce(sum(signatures) FILTER (WHERE sealed IS NOT NULL), 0) AS held,"
+            "       (SELECT count(*) FROM signatures"
+            "         WHERE petition_id = $1 AND status = 'verified') AS confirmed"
+            "  FROM export_blocks WHERE petition_id = $1",
+            petition_id,
+        )
+        return dict(row)
+    finally:
+        await conn.close()
+
+
 async def transactions(cluster: Cluster, database: str) -> int:
     """Transactions the database has counted (committed and rolled back)."""
     conn = await asyncpg.connect(cluster.dsn("postgres"))

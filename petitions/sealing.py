@@ -253,6 +253,13 @@ async def rotate(
             break
     async with conn.transaction():  # a handful of rows: the admins' second-factor secrets
         await totp.reseal(conn, cipher)
+    # The export's blocks are a cache: emptied, the worker makes them again under the
+    # current key (re-sealing a confirmed signature above emptied its block already).
+    await conn.execute(
+        "UPDATE export_blocks SET sealed = NULL"
+        " WHERE sealed IS NOT NULL AND substring(sealed FROM 2 FOR 4) <> $1",
+        current,
+    )
     return report
 
 

@@ -35,7 +35,7 @@ from petitions.signing import parse_sign_form, submit_signature, verify_signatur
 # reference table or stays on the coordinator.
 DISTRIBUTED = frozenset({
     "signatures", "signature_tallies", "petition_events",
-    "log_queue", "log_leaves", "log_nodes", "log_state", "log_heads",
+    "log_queue", "log_leaves", "log_nodes", "log_state", "log_heads", "export_blocks",
 })  # fmt: skip
 
 _NAMED = re.compile(r"\b(" + "|".join(sorted(DISTRIBUTED)) + r")\b")
