@@ -43,18 +43,25 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock_shared(hashtext('petitions/export_blocks'), hashtext(p::text))
        FROM (SELECT DISTINCT p FROM unnest(petition_ids) AS p ORDER BY p) AS petitions;
+    -- Locked in one order first, so two transactions that empty the same blocks
+    -- wait for each other instead of deadlocking.
     UPDATE export_blocks b SET sealed = NULL
-      FROM (SELECT DISTINCT k.petition_id, k.first_id
-              FROM unnest(petition_ids, ids) AS c(petition_id, id)
-              CROSS JOIN LATERAL (
-                    SELECT e.petition_id, e.first_id, e.last_id
-                      FROM export_blocks e
-                     WHERE e.petition_id = c.petition_id AND e.first_id <= c.id
-                     ORDER BY e.first_id DESC
-                     LIMIT 1) AS k
-             WHERE c.id <= k.last_id) AS hit
-     WHERE b.petition_id = hit.petition_id AND b.first_id = hit.first_id
-       AND b.sealed IS NOT NULL;
+      FROM (SELECT e.petition_id, e.first_id
+              FROM export_blocks e
+             WHERE (e.petition_id, e.first_id) IN (
+                    SELECT k.petition_id, k.first_id
+                      FROM unnest(petition_ids, ids) AS c(petition_id, id)
+                      CROSS JOIN LATERAL (
+                            SELECT x.petition_id, x.first_id, x.last_id
+                              FROM export_blocks x
+                             WHERE x.petition_id = c.petition_id AND x.first_id <= c.id
+                             ORDER BY x.first_id DESC
+                             LIMIT 1) AS k
+                     WHERE c.id <= k.last_id)
+               AND e.sealed IS NOT NULL
+             ORDER BY e.petition_id, e.first_id
+               FOR UPDATE) AS hit
+     WHERE b.petition_id = hit.petition_id AND b.first_id = hit.first_id;
 END $$;
 
 CREATE FUNCTION signatures_export_blocks_insert() RETURNS trigger LANGUAGE plpgsql AS $$
