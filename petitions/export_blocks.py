@@ -37,7 +37,9 @@ from .crypto import Cipher, DataKeyError
 
 BLOCK_SIGNATURES = 2_000  # confirmed signatures a block is cut at: about 400 kB of CSV
 
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext('petitions/export_blocks'), hashtext($1::bigint::text))"
+_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtext('petitions/export_blocks'), hashtext($1::bigint::text))"
+)
 
 # A row version: its id and xmin (a new one on every insert and update), hashed
 # so that no set of other versions sums to the same by design or by accident.
@@ -234,15 +236,24 @@ async def make(
         await conn.execute(_LOCK, petition_id)
         if await fingerprint(conn, petition_id, first_id, last_id) != (signatures, print_):
             return False
-        await conn.execute(
-            "DELETE FROM export_blocks WHERE petition_id = $1 AND first_id <= $3 AND last_id >= $2",
+        replaced = await conn.fetch(
+            "DELETE FROM export_blocks WHERE petition_id = $1 AND first_id <= $3 AND last_id >= $2"
+            " RETURNING first_id, last_id",
             petition_id, first_id, last_id,
         )  # fmt: skip
-        await conn.execute(
+        # What the replaced blocks covered beyond this one stays covered, emptied (to
+        # be made next), so the blocks still tile the ids and no row falls between.
+        rest = []
+        if replaced and (start := min(r["first_id"] for r in replaced)) < first_id:
+            rest.append((petition_id, start, first_id - 1, 0, 0, None))
+        if replaced and (end := max(r["last_id"] for r in replaced)) > last_id:
+            rest.append((petition_id, last_id + 1, end, 0, 0, None))
+        rest.append((petition_id, first_id, last_id, signatures, print_, sealed))
+        await conn.executemany(
             "INSERT INTO export_blocks (petition_id, first_id, last_id, signatures, fingerprint,"
             " sealed) VALUES ($1, $2, $3, $4, $5, $6)",
-            petition_id, first_id, last_id, signatures, print_, sealed,
-        )  # fmt: skip
+            rest,
+        )
     return True
 
 
