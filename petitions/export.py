@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -44,6 +45,8 @@ from .db import asyncpg_dsn
 from .fields import FieldReader
 from .signature import Kind, Status
 from .streaming import stream_from_database
+
+log = logging.getLogger(__name__)
 
 BOM = "\ufeff".encode()
 STALLED_READER_SECONDS = 300  # a reader that takes nothing for this long is given up
@@ -375,7 +378,10 @@ async def copy_csv(
     if header:  # no rows
         await write(header)
     if unusable:  # out of date without being emptied, or sealed under a key now gone
-        await export_blocks.empty(conn, petition_id, unusable)
+        try:
+            await export_blocks.empty(conn, petition_id, unusable)
+        except Exception:  # the file is whole; the next export finds them out of date again
+            log.warning("could not mark %d out-of-date export blocks", len(unusable))
 
 
 async def count_rows(conn: asyncpg.Connection, petition_id: int, filters: ExportFilter) -> int:

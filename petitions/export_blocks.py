@@ -14,8 +14,8 @@ of a million rows. Blocks are a cache: dropping them all changes nothing but spe
 - Made by the worker (`refresh`, export_refresh.py): full blocks of
   BLOCK_SIGNATURES are cut past the last one, and emptied blocks are made again.
 - Never out of date. A block records how many confirmed signatures it was made
-  from and a fingerprint of their row versions (a sum of keyed hashes of each
-  row's id and xmin, which every insert, update and delete changes), both in the
+  from and a fingerprint of their row versions (a sum of 64-bit hashes of each
+  row's xmin and id, which every insert, update and delete changes), both in the
   associated data of its seal. An export compares them with the rows in its own
   snapshot and writes from the table whatever does not match.
 - Never a copy of erased data. migrations/0016 empties, in the same transaction,
@@ -41,8 +41,9 @@ _LOCK = (
     "SELECT pg_advisory_xact_lock(hashtext('petitions/export_blocks'), hashtext($1::bigint::text))"
 )
 
-# A row version: its id and xmin (a new one on every insert and update), hashed
-# so that no set of other versions sums to the same by design or by accident.
+# A row version: its xmin (a new one on every insert and update) hashed with its id,
+# to 64 bits, so that another set of row versions sums the same only by a 64-bit
+# coincidence, never because xmins were shuffled between rows.
 _VERSION_HASH = "hashint8extended(s.xmin::text::bigint, s.id)"
 
 _FINGERPRINT = f"""
@@ -228,13 +229,13 @@ async def make(
         pieces.append(chunk)
 
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
-        signatures, print_ = await fingerprint(conn, petition_id, first_id, last_id)
+        made_from = await fingerprint(conn, petition_id, first_id, last_id)
         await write_lines(conn, first_id, last_id, collect)
-    block = Block(first_id, last_id, signatures, print_)
+    block = Block(first_id, last_id, *made_from)
     sealed = cipher.seal(b"".join(pieces), _context(petition_id, block))
     async with conn.transaction():
         await conn.execute(_LOCK, petition_id)
-        if await fingerprint(conn, petition_id, first_id, last_id) != (signatures, print_):
+        if await fingerprint(conn, petition_id, first_id, last_id) != made_from:
             return False
         replaced = await conn.fetch(
             "DELETE FROM export_blocks WHERE petition_id = $1 AND first_id <= $3 AND last_id >= $2"
@@ -248,7 +249,7 @@ async def make(
             rest.append((petition_id, start, first_id - 1, 0, 0, None))
         if replaced and (end := max(r["last_id"] for r in replaced)) > last_id:
             rest.append((petition_id, last_id + 1, end, 0, 0, None))
-        rest.append((petition_id, first_id, last_id, signatures, print_, sealed))
+        rest.append((petition_id, first_id, last_id, *made_from, sealed))
         await conn.executemany(
             "INSERT INTO export_blocks (petition_id, first_id, last_id, signatures, fingerprint,"
             " sealed) VALUES ($1, $2, $3, $4, $5, $6)",
