@@ -407,6 +407,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             )
             print(f"\nadded {added:,} generated signatures to /p/{slug}")
         asyncio.run(prepare_database(url, settings))  # seals what was bulk-loaded in clear
+        if args.signatures:  # what the worker would do next, so the first export is quick
+            from .export_refresh import make_all
+
+            blocks = asyncio.run(make_all(url, settings))
+            print(f"made {blocks:,} blocks of the export's lines (docs/operations.md)")
     return 0
 
 

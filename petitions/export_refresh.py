@@ -18,7 +18,7 @@ from databases import Database
 
 from . import export_blocks
 from .crypto import Cipher, cipher_for
-from .db import raw_connection, wait_for_any
+from .db import open_database, raw_connection, wait_for_any
 from .export import ExportFilter, copy_lines
 from .settings import Settings
 
@@ -74,6 +74,21 @@ async def _refresh(conn: asyncpg.Connection, cipher: Cipher, limit: int) -> int:
         if tried >= limit:
             break
     return tried
+
+
+async def make_all(database_url: str, settings: Settings) -> int:
+    """Make every block there is to make now (`petitions demo` after a bulk load);
+    return how many were tried."""
+    cipher = cipher_for(settings)
+    db = open_database(database_url, max_size=1)
+    await db.connect()
+    try:
+        tried = 0
+        while (batch := await refresh(db, cipher)) >= BLOCKS_PER_PASS:
+            tried += batch
+        return tried + batch
+    finally:
+        await db.disconnect()
 
 
 async def refresh_periodically(db: Database, settings: Settings, stop: asyncio.Event) -> None:

@@ -31,11 +31,13 @@ import pytest
 from test_export_bytes import every_row, reference_csv, varied_signatures
 
 from admin_support import admin_client
-from conftest import CIPHER, add_signature, make_petition, opened_signatures, wait_until
+from conftest import CIPHER, SECRET, add_signature, make_petition, opened_signatures, wait_until
 from petitions import export, export_blocks, export_refresh
+from petitions.cli import main
 from petitions.crypto import make_cipher
 from petitions.db import asyncpg_dsn, open_database
 from petitions.delivery import run_outbox_worker
+from petitions.demo import DEMO_SLUG
 from petitions.export import HEADER, ExportFilter
 from petitions.signature import confirm, withdraw
 
@@ -543,4 +545,15 @@ async def test_the_worker_makes_the_blocks_and_makes_an_emptied_one_again(
     remade = block_holding(await blocks_of(conn, pid), block.first_id)
     assert (remade.first_id, remade.last_id) == (block.first_id, block.last_id)
     assert signer["email"].encode() not in await lines_of(conn, pid, remade)
+    assert await exported(conn, pid) == await reference(conn, pid)
+
+
+async def test_the_demo_command_makes_the_blocks_of_what_it_loaded(conn, settings, monkeypatch):
+    for name, value in (("DATABASE_URL", settings.database_url), ("SECRET_KEY", SECRET),
+                        ("DATA_DIR", str(settings.data_dir))):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    assert await asyncio.to_thread(main, ["demo", "--signatures", "40"]) == 0
+    pid = await conn.fetchval("SELECT id FROM petitions WHERE slug = $1", DEMO_SLUG)
+    assert await all_confirmed_in_ready_blocks(conn, pid)
+    assert len(await blocks_of(conn, pid)) >= 40 // BLOCK - 1
     assert await exported(conn, pid) == await reference(conn, pid)
