@@ -12,7 +12,8 @@ of a million rows. Blocks are a cache: dropping them all changes nothing but spe
   `last_id`; each holds the lines of the confirmed signatures in its range, in id
   order. Confirmed signatures past the last block are written from the table.
 - Made by the worker (`refresh`, export_refresh.py): full blocks of
-  BLOCK_SIGNATURES are cut past the last one, and emptied blocks are made again.
+  BLOCK_SIGNATURES are cut past the last one, and emptied blocks are made again
+  (at most once a minute each).
 - Never out of date. A block records how many confirmed signatures it was made
   from and a fingerprint of their row versions (a sum of 64-bit hashes of each
   row's xmin and id, which every insert, update and delete changes), both in the
@@ -36,6 +37,10 @@ import asyncpg
 from .crypto import Cipher, DataKeyError
 
 BLOCK_SIGNATURES = 2_000  # confirmed signatures a block is cut at: about 400 kB of CSV
+# A block is made at most once a minute: on a petition in full swing, late
+# confirmations keep emptying its newest blocks, and remaking one at every pass
+# would keep a core busy. Meanwhile the export writes their rows from the table.
+REMAKE_AFTER_SECONDS = 60.0
 
 _LOCK = (
     "SELECT pg_advisory_xact_lock(hashtext('petitions/export_blocks'), hashtext($1::bigint::text))"
@@ -261,16 +266,24 @@ async def make(
 async def ranges_to_make(
     conn: asyncpg.Connection, petition_id: int, limit: int
 ) -> list[tuple[int, int]]:
-    """Up to `limit` ranges to make: emptied blocks (split where they now hold far
-    more than a block's worth), then full blocks past the last one."""
-    blocks = await blocks_of(conn, petition_id)
+    """Up to `limit` ranges to make: emptied blocks made over REMAKE_AFTER_SECONDS ago
+    (split where they now hold far more than a block's worth), then full blocks past
+    the last one."""
+    emptied = await conn.fetch(
+        "SELECT first_id, last_id FROM export_blocks WHERE petition_id = $1"
+        " AND sealed IS NULL AND made_at <= now() - make_interval(secs => $2)"
+        " ORDER BY first_id",
+        petition_id, REMAKE_AFTER_SECONDS,
+    )  # fmt: skip
     ranges: list[tuple[int, int]] = []
-    for block in blocks:
-        if not block.ready and len(ranges) < limit:
-            ranges += await _cut(conn, petition_id, block.first_id, block.last_id, limit)
-    start = blocks[-1].last_id + 1 if blocks else 1
+    for block in emptied:
+        if len(ranges) < limit:
+            ranges += await _cut(conn, petition_id, block["first_id"], block["last_id"], limit)
+    end = await conn.fetchval(
+        "SELECT max(last_id) FROM export_blocks WHERE petition_id = $1", petition_id
+    )
     if len(ranges) < limit:
-        ranges += await _cut(conn, petition_id, start, None, limit - len(ranges))
+        ranges += await _cut(conn, petition_id, (end or 0) + 1, None, limit - len(ranges))
     return ranges[:limit]
 
 

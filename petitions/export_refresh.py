@@ -28,10 +28,11 @@ BLOCKS_PER_PASS = 25
 REFRESH_EVERY_SECONDS = 30.0
 REFRESH_LOCK_KEY = 7_342_011  # a session lock, as retention.py's (the worker's own connection)
 
-# Petitions with an emptied block, or with a block's worth of confirmed signatures
-# (the tallies count them) past what their blocks hold.
+# Petitions with an emptied block due to be made again, or with a block's worth of
+# confirmed signatures (the tallies count them) past what their blocks hold.
 _TO_REFRESH = """
-SELECT petition_id FROM export_blocks WHERE sealed IS NULL
+SELECT petition_id FROM export_blocks
+ WHERE sealed IS NULL AND made_at <= now() - make_interval(secs => $2)
 UNION
 SELECT t.petition_id
   FROM (SELECT petition_id, sum(n) AS confirmed FROM signature_tallies GROUP BY 1) AS t
@@ -56,7 +57,8 @@ async def refresh(db: Database, cipher: Cipher, limit: int = BLOCKS_PER_PASS) ->
 
 async def _refresh(conn: asyncpg.Connection, cipher: Cipher, limit: int) -> int:
     tried = 0
-    for (petition_id,) in await conn.fetch(_TO_REFRESH, export_blocks.BLOCK_SIGNATURES):
+    due = (export_blocks.BLOCK_SIGNATURES, export_blocks.REMAKE_AFTER_SECONDS)
+    for (petition_id,) in await conn.fetch(_TO_REFRESH, *due):
         ranges = await export_blocks.ranges_to_make(conn, petition_id, limit - tried)
 
         async def write_lines(conn, first_id, last_id, write, petition_id=petition_id) -> None:

@@ -50,6 +50,7 @@ EVERY_CONFIRMED = ExportFilter()  # the default export: the only one that reads 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     monkeypatch.setattr(export_blocks, "BLOCK_SIGNATURES", BLOCK)
+    monkeypatch.setattr(export_blocks, "REMAKE_AFTER_SECONDS", 0)
 
 
 @pytest.fixture
@@ -556,4 +557,26 @@ async def test_the_demo_command_makes_the_blocks_of_what_it_loaded(conn, setting
     pid = await conn.fetchval("SELECT id FROM petitions WHERE slug = $1", DEMO_SLUG)
     assert await all_confirmed_in_ready_blocks(conn, pid)
     assert len(await blocks_of(conn, pid)) >= 40 // BLOCK - 1
+    assert await exported(conn, pid) == await reference(conn, pid)
+
+
+async def test_an_emptied_block_is_made_again_at_most_once_a_minute(conn, db, monkeypatch):
+    """A petition in full swing keeps emptying its newest blocks with late
+    confirmations: the worker waits before remaking one, and the export meanwhile
+    writes its rows from the table."""
+    monkeypatch.setattr(export_blocks, "REMAKE_AFTER_SECONDS", 60)
+    pid = await many_signatures(conn)
+    await make_all_blocks(db)
+    block = (await blocks_of(conn, pid))[1]
+    await withdraw(conn, (await a_confirmed_signer_in(conn, pid, block))["public_id"])
+    await make_all_blocks(db)
+    assert await is_emptied(conn, pid, block)
+    assert await exported(conn, pid) == await reference(conn, pid)
+    await conn.execute(
+        "UPDATE export_blocks SET made_at = made_at - interval '61 seconds'"
+        " WHERE petition_id = $1 AND first_id = $2",
+        pid, block.first_id,
+    )  # fmt: skip
+    await make_all_blocks(db)
+    assert not await is_emptied(conn, pid, block)
     assert await exported(conn, pid) == await reference(conn, pid)
