@@ -22,9 +22,10 @@ of a million rows. Blocks are a cache: dropping them all changes nothing but spe
 - Never a copy of erased data. migrations/0016 empties, in the same transaction,
   every block around a confirmed signature that is inserted, changed (confirmed,
   edited, withdrawn, erased, anonymised) or deleted. A block is stored under an
-  exclusive advisory lock per petition after its rows are fingerprinted again;
-  the trigger takes the same lock shared, so a change either committed before
-  that check (which then fails) or empties the block after it.
+  exclusive advisory lock per petition (tried, never waited for) after its rows
+  are fingerprinted again; the trigger takes the same lock shared, so a change
+  either committed before that check (which then fails), is in flight (the lock
+  is refused), or empties the block after it.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ BLOCK_SIGNATURES = 2_000  # confirmed signatures a block is cut at: about 400 kB
 # would keep a core busy. Meanwhile the export writes their rows from the table.
 REMAKE_AFTER_SECONDS = 60.0
 
+# Tried, never waited for: a block that would wait for a change in flight is made
+# at the next pass, and confirmations never queue behind a block being stored.
 _LOCK = (
-    "SELECT pg_advisory_xact_lock(hashtext('petitions/export_blocks'), hashtext($1::bigint::text))"
+    "SELECT pg_try_advisory_xact_lock(hashtext('petitions/export_blocks'),"
+    " hashtext($1::bigint::text))"
 )
 
 # A row version: its xmin (a new one on every insert and update) hashed with its id,
@@ -239,7 +243,8 @@ async def make(
     block = Block(first_id, last_id, *made_from)
     sealed = cipher.seal(b"".join(pieces), _context(petition_id, block))
     async with conn.transaction():
-        await conn.execute(_LOCK, petition_id)
+        if not await conn.fetchval(_LOCK, petition_id):
+            return False  # a change to a confirmed signature of the petition is in flight
         if await fingerprint(conn, petition_id, first_id, last_id) != made_from:
             return False
         replaced = await conn.fetch(
