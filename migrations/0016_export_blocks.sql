@@ -33,8 +33,9 @@ ALTER TABLE export_blocks ALTER COLUMN sealed SET STORAGE EXTERNAL;
 
 -- Empty the blocks that hold any of these signatures (a petition's blocks never
 -- overlap: the one that starts last at or before an id is the only one that can
--- hold it). The shared lock per petition makes a block being written wait for this
--- transaction, and then see its change (export_blocks.py).
+-- hold it). While this transaction holds the petition's lock shared, no block of
+-- the petition is stored; once it commits, a block's last check sees its change
+-- (export_blocks.py).
 CREATE FUNCTION empty_export_blocks(petition_ids bigint[], ids bigint[]) RETURNS void
     LANGUAGE plpgsql AS $$
 BEGIN
