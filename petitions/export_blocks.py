@@ -30,6 +30,7 @@ of a million rows. Blocks are a cache: dropping them all changes nothing but spe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,8 +44,11 @@ BLOCK_SIGNATURES = 2_000  # confirmed signatures a block is cut at: about 400 kB
 # would keep a core busy. Meanwhile the export writes their rows from the table.
 REMAKE_AFTER_SECONDS = 60.0
 
-# Tried, never waited for: a block that would wait for a change in flight is made
-# at the next pass, and confirmations never queue behind a block being stored.
+# Tried, never waited for, so confirmations never queue behind a block being stored:
+# while a change to the petition's confirmed signatures is in flight, the store
+# tries again a moment later, STORE_TRIES times, then leaves it to the next pass.
+STORE_TRIES = 20
+STORE_PAUSE_SECONDS = 0.005
 _LOCK = (
     "SELECT pg_try_advisory_xact_lock(hashtext('petitions/export_blocks'),"
     " hashtext($1::bigint::text))"
@@ -242,29 +246,45 @@ async def make(
         await write_lines(conn, first_id, last_id, collect)
     block = Block(first_id, last_id, *made_from)
     sealed = cipher.seal(b"".join(pieces), _context(petition_id, block))
-    async with conn.transaction():
-        if not await conn.fetchval(_LOCK, petition_id):
-            return False  # a change to a confirmed signature of the petition is in flight
-        if await fingerprint(conn, petition_id, first_id, last_id) != made_from:
-            return False
-        replaced = await conn.fetch(
-            "DELETE FROM export_blocks WHERE petition_id = $1 AND first_id <= $3 AND last_id >= $2"
-            " RETURNING first_id, last_id",
-            petition_id, first_id, last_id,
-        )  # fmt: skip
-        # What the replaced blocks covered beyond this one stays covered, emptied (to
-        # be made next), so the blocks still tile the ids and no row falls between.
-        rest = []
-        if replaced and (start := min(r["first_id"] for r in replaced)) < first_id:
-            rest.append((petition_id, start, first_id - 1, 0, 0, None))
-        if replaced and (end := max(r["last_id"] for r in replaced)) > last_id:
-            rest.append((petition_id, last_id + 1, end, 0, 0, None))
-        rest.append((petition_id, first_id, last_id, *made_from, sealed))
-        await conn.executemany(
-            "INSERT INTO export_blocks (petition_id, first_id, last_id, signatures, fingerprint,"
-            " sealed) VALUES ($1, $2, $3, $4, $5, $6)",
-            rest,
-        )
+    for _ in range(STORE_TRIES):
+        async with conn.transaction():
+            stored = await _store(conn, petition_id, block, sealed)
+        if stored is not None:
+            return stored
+        await asyncio.sleep(STORE_PAUSE_SECONDS)  # a change of the petition is in flight
+    return False
+
+
+async def _store(
+    conn: asyncpg.Connection, petition_id: int, block: Block, sealed: bytes
+) -> bool | None:
+    """In a transaction: store the block if its rows are still the ones it was made
+    from (else False); None while a change to the petition's confirmed signatures is
+    in flight (it holds the lock shared)."""
+    if not await conn.fetchval(_LOCK, petition_id):
+        return None
+    first_id, last_id = block.first_id, block.last_id
+    if await fingerprint(conn, petition_id, first_id, last_id) != (
+        block.signatures, block.fingerprint,
+    ):  # fmt: skip
+        return False
+    replaced = await conn.fetch(
+        "DELETE FROM export_blocks WHERE petition_id = $1 AND first_id <= $3 AND last_id >= $2"
+        " RETURNING first_id, last_id",
+        petition_id, first_id, last_id,
+    )  # fmt: skip
+    # What the replaced blocks covered beyond this one stays covered, emptied (to be
+    # made next), so the blocks still tile the ids and no row falls between them.
+    rows = [(petition_id, first_id, last_id, block.signatures, block.fingerprint, sealed)]
+    if replaced and (start := min(r["first_id"] for r in replaced)) < first_id:
+        rows.append((petition_id, start, first_id - 1, 0, 0, None))
+    if replaced and (end := max(r["last_id"] for r in replaced)) > last_id:
+        rows.append((petition_id, last_id + 1, end, 0, 0, None))
+    await conn.executemany(
+        "INSERT INTO export_blocks (petition_id, first_id, last_id, signatures, fingerprint,"
+        " sealed) VALUES ($1, $2, $3, $4, $5, $6)",
+        rows,
+    )
     return True
 
 

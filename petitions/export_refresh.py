@@ -44,8 +44,8 @@ SELECT t.petition_id
 
 
 async def refresh(db: Database, cipher: Cipher, limit: int = BLOCKS_PER_PASS) -> int:
-    """Make up to `limit` blocks where they are missing or emptied; return how many
-    were tried (0 when another process is making blocks)."""
+    """Try to make up to `limit` blocks where they are missing or emptied; return how
+    many were made (0 when another process is making blocks)."""
     async with raw_connection(db) as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REFRESH_LOCK_KEY):
             return 0
@@ -56,7 +56,7 @@ async def refresh(db: Database, cipher: Cipher, limit: int = BLOCKS_PER_PASS) ->
 
 
 async def _refresh(conn: asyncpg.Connection, cipher: Cipher, limit: int) -> int:
-    tried = 0
+    tried = made = 0
     due = (export_blocks.BLOCK_SIGNATURES, export_blocks.REMAKE_AFTER_SECONDS)
     for (petition_id,) in await conn.fetch(_TO_REFRESH, *due):
         ranges = await export_blocks.ranges_to_make(conn, petition_id, limit - tried)
@@ -68,27 +68,27 @@ async def _refresh(conn: asyncpg.Connection, cipher: Cipher, limit: int) -> int:
             )  # fmt: skip
 
         for first_id, last_id in ranges:
-            if not await export_blocks.make(
-                conn, cipher, petition_id, first_id, last_id, write_lines
-            ):
+            if await export_blocks.make(conn, cipher, petition_id, first_id, last_id, write_lines):
+                made += 1
+            else:
                 log.debug("an export block changed while it was made; made again next pass")
             tried += 1
         if tried >= limit:
             break
-    return tried
+    return made
 
 
 async def make_all(database_url: str, settings: Settings) -> int:
     """Make every block there is to make now (`petitions demo` after a bulk load);
-    return how many were tried."""
+    return how many were made."""
     cipher = cipher_for(settings)
     db = open_database(database_url, max_size=1)
     await db.connect()
     try:
-        tried = 0
-        while (batch := await refresh(db, cipher)) >= BLOCKS_PER_PASS:
-            tried += batch
-        return tried + batch
+        made = 0
+        while batch := await refresh(db, cipher):
+            made += batch
+        return made
     finally:
         await db.disconnect()
 
@@ -96,10 +96,10 @@ async def make_all(database_url: str, settings: Settings) -> int:
 async def refresh_periodically(db: Database, settings: Settings, stop: asyncio.Event) -> None:
     cipher = cipher_for(settings)
     while not stop.is_set():
-        tried = 0
+        made = 0
         try:
-            tried = await refresh(db, cipher)
+            made = await refresh(db, cipher)
         except Exception:  # the database may be restarting: log, and try at the next turn
             log.exception("making the export's blocks failed; trying again later")
-        more = tried >= BLOCKS_PER_PASS
+        more = made >= BLOCKS_PER_PASS  # (blocks that failed wait for the next turn)
         await wait_for_any(stop, at_most=0.01 if more else REFRESH_EVERY_SECONDS)

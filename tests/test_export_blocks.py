@@ -367,6 +367,27 @@ async def test_a_change_in_flight_when_the_block_is_stored_stops_it_at_once(conn
     assert b",uncommitted," in await assert_export_is_the_reference(conn, pid)
 
 
+async def test_a_short_change_elsewhere_in_the_petition_only_delays_the_store(conn, other):
+    """A confirmation of the same petition outside the block holds the lock for a
+    moment: the store tries again and succeeds."""
+    pid = await many_signatures(conn)
+    first_id, last_id = await first_range(conn, pid)
+    elsewhere = (await verified_ids(conn, pid))[-1]
+    assert elsewhere > last_id
+
+    async def brief_change() -> None:
+        async with other.transaction():
+            await other.execute("UPDATE signatures SET ref = 'brief' WHERE id = $1", elsewhere)
+            await asyncio.sleep(0.03)
+
+    changing = asyncio.create_task(brief_change())
+    await asyncio.sleep(0.01)
+    made = await export_blocks.make(conn, CIPHER, pid, first_id, last_id, table_lines(pid))
+    await changing
+    assert made is True
+    assert [(b.first_id, b.last_id) for b in await blocks_of(conn, pid)] == [(first_id, last_id)]
+
+
 async def test_a_block_that_does_not_open_is_written_from_the_table_and_emptied(conn, db):
     pid = await many_signatures(conn)
     await make_all_blocks(db)
