@@ -22,10 +22,11 @@ of a million rows. Blocks are a cache: dropping them all changes nothing but spe
 - Never a copy of erased data. migrations/0016 empties, in the same transaction,
   every block around a confirmed signature that is inserted, changed (confirmed,
   edited, withdrawn, erased, anonymised) or deleted. A block is stored under an
-  exclusive advisory lock per petition (tried, never waited for) after its rows
-  are fingerprinted again; the trigger takes the same lock shared, so a change
-  either committed before that check (which then fails), is in flight (the lock
-  is refused), or empties the block after it.
+  exclusive advisory lock per petition (tried a few times, never queued for)
+  after its rows are fingerprinted again; the trigger takes the same lock shared,
+  so a change either committed before that check (which then fails), is in
+  flight (the lock is refused; the store tries again shortly), or empties the
+  block after it.
 """
 
 from __future__ import annotations
