@@ -1,7 +1,7 @@
 """A long answer read from PostgreSQL a batch at a time, handed to a streaming response.
 
-A background task reads on its own pooled connection (a server-side cursor, in
-one transaction) and hands the chunks over through a short queue: when the
+A background task reads on its own pooled connection (the export's COPY, the
+document's batched cursor) and hands the chunks over through a short queue: when the
 client reads slowly the queue fills and the reading waits, so a million rows
 take as little memory as a thousand. Closing the iterator early (the client
 went away) cancels the reading. Used by the CSV export and the delivery document.
